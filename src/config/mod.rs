@@ -1,0 +1,114 @@
+//! Configuration: the YAML file's [schema], its [load]ing with every error
+//! reported at once, and the validated [`Config`] the rest of castgate uses.
+//!
+//! See `conf/castgate.yaml` for every key with its default.
+
+pub mod load;
+pub mod schema;
+pub mod validate;
+
+pub use load::{load_file, load_str};
+pub use schema::{EdgeKind, PolicyName};
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+/// One problem found in a config file.
+///
+/// `place` names where: a key path such as `edges[2].url`, or
+/// `line 4 column 7` for a YAML syntax error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the problem is: `edges[2].url`, `poll.timeout`, `line 3 column 5`.
+    pub place: String,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.place, self.message)
+    }
+}
+
+/// Every problem found in a config file, in file order; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", render(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn render(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A validated configuration. Built only by [`load_str`] / [`load_file`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Front-door listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Admin listen address.
+    pub admin_listen: SocketAddr,
+    /// Poll settings.
+    pub poll: PollSettings,
+    /// Selection policy.
+    pub policy: PolicyName,
+    /// Process settings.
+    pub server: schema::ServerConfig,
+    /// Edges, in file order.
+    pub edges: Vec<Edge>,
+    /// Streams, in file order.
+    pub streams: Vec<Stream>,
+}
+
+/// Validated `poll:` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollSettings {
+    /// Time between two polls of every edge.
+    pub interval: Duration,
+    /// Bound on one poll request; `timeout <= interval`.
+    pub timeout: Duration,
+    /// Good polls before up (>= 1).
+    pub rise: u32,
+    /// Failed polls before down (>= 1).
+    pub fall: u32,
+    /// Largest status body read, bytes.
+    pub max_body: usize,
+}
+
+/// A validated edge.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Unique name, `[a-z0-9_-]+`.
+    pub name: String,
+    /// What the edge is.
+    pub kind: EdgeKind,
+    /// Where castgate polls; http or https, no query.
+    pub url: Url,
+    /// Where listeners are sent; no trailing slash once joined.
+    pub public_url: Url,
+    /// Listener cap for the whole edge.
+    pub max_listeners: Option<u64>,
+    /// Capacity share, finite and > 0.
+    pub weight: f64,
+    /// Icecast admin credentials, for `/admin/stats`.
+    pub admin: Option<schema::EdgeAdmin>,
+}
+
+/// A validated stream.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    /// Unique name, `[a-z0-9_-]+`.
+    pub name: String,
+    /// Mount path, starting with `/`.
+    pub mount: String,
+    /// Fallback mount path, starting with `/`.
+    pub fallback: Option<String>,
+    /// Indexes into [`Config::edges`] of the edges carrying this stream.
+    pub edges: Vec<usize>,
+    /// Title written into playlists.
+    pub title: String,
+}

@@ -1,0 +1,459 @@
+//! Cross-field rules: names, addresses, URLs, references between sections.
+//! Every rule runs; every failure is reported with its place.
+
+use super::schema::{EdgeConfig, EdgeKind, FileConfig, StreamConfig};
+use super::{Config, ConfigError, ConfigErrors, Edge, PollSettings, Stream};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use url::Url;
+
+/// Where the items of a partly unreadable file came from.
+#[derive(Debug, Default, Clone)]
+pub struct Places {
+    /// `edges[i]` index in the file of each item of `FileConfig::edges`.
+    pub edges: Vec<usize>,
+    /// `streams[i]` index in the file of each item of `FileConfig::streams`.
+    pub streams: Vec<usize>,
+    /// Names of edges whose entries failed the shape pass: still known, so a
+    /// stream naming them gets no second, misleading error.
+    pub unparsed_edge_names: Vec<String>,
+}
+
+/// Check a parsed file and build the [`Config`] the program uses. `places`
+/// maps list items back to their index in the file; when empty, items are
+/// numbered in order.
+///
+/// # Errors
+/// Every rule that fails, in file order.
+pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErrors> {
+    let unparsed_edges = &places.unparsed_edge_names;
+    let edge_place = |i: usize| places.edges.get(i).copied().unwrap_or(i);
+    let stream_place = |i: usize| places.streams.get(i).copied().unwrap_or(i);
+    let mut errors = Vec::new();
+    let mut err = |place: String, message: String| errors.push(ConfigError { place, message });
+
+    if file.listen.is_empty() {
+        err("listen".into(), "needs at least one address".into());
+    }
+    let mut listen = Vec::new();
+    for (i, addr) in file.listen.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) => listen.push(a),
+            Err(_) => err(
+                format!("listen[{i}]"),
+                format!("`{addr}` is not an ip:port address (e.g. 0.0.0.0:8080)"),
+            ),
+        }
+    }
+    let admin_listen = match file.admin.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            err(
+                "admin.listen".into(),
+                format!(
+                    "`{}` is not an ip:port address (e.g. 127.0.0.1:9090)",
+                    file.admin.listen
+                ),
+            );
+            None
+        }
+    };
+    if let Some(a) = admin_listen {
+        if listen.contains(&a) {
+            err(
+                "admin.listen".into(),
+                format!("{a} is also a front-door listen address"),
+            );
+        }
+    }
+
+    let p = &file.poll;
+    if p.interval.is_zero() {
+        err("poll.interval".into(), "must be more than 0".into());
+    }
+    if p.timeout.is_zero() {
+        err("poll.timeout".into(), "must be more than 0".into());
+    } else if p.timeout > p.interval {
+        err(
+            "poll.timeout".into(),
+            format!(
+                "{} exceeds poll.interval {}: polls would overlap",
+                humantime::format_duration(p.timeout),
+                humantime::format_duration(p.interval)
+            ),
+        );
+    }
+    if p.rise == 0 {
+        err("poll.rise".into(), "must be at least 1".into());
+    }
+    if p.fall == 0 {
+        err("poll.fall".into(), "must be at least 1".into());
+    }
+    if p.max_body < 1024 {
+        err("poll.max_body".into(), "must be at least 1024 bytes".into());
+    }
+    if file.server.threads == 0 {
+        err("server.threads".into(), "must be at least 1".into());
+    }
+
+    let mut edges = Vec::new();
+    let mut edge_index: HashMap<&str, usize> = HashMap::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, e) in file.edges.iter().enumerate() {
+        let place = format!("edges[{}]", edge_place(i));
+        let duplicate = seen.contains(&e.name.as_str());
+        if duplicate {
+            err(
+                format!("{place}.name"),
+                format!("duplicate edge name `{}`", e.name),
+            );
+        }
+        seen.push(&e.name);
+        if let Some(edge) = check_edge(&place, e, &mut err) {
+            if !duplicate {
+                edge_index.insert(e.name.as_str(), edges.len());
+                edges.push(edge);
+            }
+        }
+    }
+    // Names of edges that failed their own checks still count as known, so a
+    // stream naming them is not reported twice.
+    let known: Vec<&str> = file
+        .edges
+        .iter()
+        .map(|e| e.name.as_str())
+        .chain(unparsed_edges.iter().map(String::as_str))
+        .collect();
+
+    let mut streams = Vec::new();
+    let mut stream_names: Vec<&str> = Vec::new();
+    for (i, s) in file.streams.iter().enumerate() {
+        let place = format!("streams[{}]", stream_place(i));
+        if stream_names.contains(&s.name.as_str()) {
+            err(
+                format!("{place}.name"),
+                format!("duplicate stream name `{}`", s.name),
+            );
+        }
+        stream_names.push(&s.name);
+        if let Some(stream) = check_stream(&place, s, &edges, &edge_index, &known, &mut err) {
+            streams.push(stream);
+        }
+    }
+    if file.streams.is_empty() {
+        err(
+            "streams".into(),
+            "needs at least one stream to serve".into(),
+        );
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        listen,
+        admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 9090).into()),
+        poll: PollSettings {
+            interval: p.interval,
+            timeout: p.timeout,
+            rise: p.rise,
+            fall: p.fall,
+            max_body: p.max_body,
+        },
+        policy: file.balance.policy,
+        server: file.server.clone(),
+        edges,
+        streams,
+    })
+}
+
+/// `[a-z0-9_-]+`: safe in URLs, metric labels and file names.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn check_edge(
+    place: &str,
+    e: &EdgeConfig,
+    err: &mut impl FnMut(String, String),
+) -> Option<Edge> {
+    let mut ok = true;
+    if !valid_name(&e.name) {
+        err(
+            format!("{place}.name"),
+            format!("`{}` must match [a-z0-9_-]+ (at most 64 characters)", e.name),
+        );
+        ok = false;
+    }
+    let url = check_url(&format!("{place}.url"), &e.url, err);
+    let public_url = match &e.public_url {
+        Some(p) => check_url(&format!("{place}.public_url"), p, err),
+        None => url.clone(),
+    };
+    if e.max_listeners == Some(0) {
+        err(
+            format!("{place}.max_listeners"),
+            "must be more than 0 (remove the edge or drain it instead)".into(),
+        );
+        ok = false;
+    }
+    if !(e.weight.is_finite() && e.weight > 0.0) {
+        err(
+            format!("{place}.weight"),
+            format!("{} must be a number greater than 0", e.weight),
+        );
+        ok = false;
+    }
+    Some(Edge {
+        name: e.name.clone(),
+        kind: e.kind,
+        url: url?,
+        public_url: public_url?,
+        max_listeners: e.max_listeners,
+        weight: e.weight,
+        admin: e.admin.clone(),
+    })
+    .filter(|_| ok)
+}
+
+fn check_url(place: &str, text: &str, err: &mut impl FnMut(String, String)) -> Option<Url> {
+    match Url::parse(text) {
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            err(
+                place.to_string(),
+                format!("`{text}`: scheme must be http or https"),
+            );
+            None
+        }
+        Ok(u) if u.host_str().is_none() => {
+            err(place.to_string(), format!("`{text}`: needs a host"));
+            None
+        }
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            err(
+                place.to_string(),
+                format!("`{text}`: must not have a query or fragment"),
+            );
+            None
+        }
+        Ok(mut u) => {
+            // Mounts start with `/`; keep base paths without a trailing one.
+            let path = u.path().trim_end_matches('/').to_string();
+            u.set_path(&path);
+            Some(u)
+        }
+        Err(e) => {
+            err(
+                place.to_string(),
+                format!("`{text}` is not a URL: {e} (e.g. http://10.0.0.11:8000)"),
+            );
+            None
+        }
+    }
+}
+
+fn check_mount(place: &str, mount: &str, err: &mut impl FnMut(String, String)) -> bool {
+    let ok = mount.starts_with('/')
+        && mount.len() > 1
+        && !mount.contains(['?', '#', ' '])
+        && mount.is_ascii();
+    if !ok {
+        err(
+            place.to_string(),
+            format!("`{mount}` must be a mount path like /air (ASCII, no spaces, ? or #)"),
+        );
+    }
+    ok
+}
+
+fn check_stream(
+    place: &str,
+    s: &StreamConfig,
+    edges: &[Edge],
+    edge_index: &HashMap<&str, usize>,
+    known: &[&str],
+    err: &mut impl FnMut(String, String),
+) -> Option<Stream> {
+    let mut ok = true;
+    if !valid_name(&s.name) {
+        err(
+            format!("{place}.name"),
+            format!("`{}` must match [a-z0-9_-]+ (at most 64 characters)", s.name),
+        );
+        ok = false;
+    }
+    ok &= check_mount(&format!("{place}.mount"), &s.mount, err);
+    if let Some(f) = &s.fallback {
+        ok &= check_mount(&format!("{place}.fallback"), f, err);
+        if f == &s.mount {
+            err(
+                format!("{place}.fallback"),
+                "is the same as mount".into(),
+            );
+            ok = false;
+        }
+    }
+    let members = match &s.edges {
+        Some(names) => {
+            let mut members = Vec::new();
+            for (j, name) in names.iter().enumerate() {
+                match edge_index.get(name.as_str()) {
+                    Some(&idx) if members.contains(&idx) => {
+                        err(
+                            format!("{place}.edges[{j}]"),
+                            format!("edge `{name}` is listed twice"),
+                        );
+                        ok = false;
+                    }
+                    Some(&idx) => members.push(idx),
+                    None if known.contains(&name.as_str()) => ok = false,
+                    None => {
+                        err(
+                            format!("{place}.edges[{j}]"),
+                            format!("unknown edge `{name}`; edges are: {}", known.join(", ")),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if names.is_empty() {
+                err(
+                    format!("{place}.edges"),
+                    "is empty; omit it to use every icecast edge".into(),
+                );
+                ok = false;
+            }
+            members
+        }
+        None => edges
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.kind == EdgeKind::Icecast)
+            .map(|(i, _)| i)
+            .collect(),
+    };
+    ok.then(|| Stream {
+        name: s.name.clone(),
+        mount: s.mount.clone(),
+        fallback: s.fallback.clone(),
+        edges: members,
+        title: s.title.clone().unwrap_or_else(|| s.name.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_str;
+
+    const GOOD: &str = r#"
+listen: ["127.0.0.1:8080"]
+admin: { listen: "127.0.0.1:9090" }
+poll: { interval: 1s, timeout: 800ms, rise: 1, fall: 2 }
+edges:
+  - name: air1
+    kind: icecast
+    url: http://10.0.0.11:1976
+    public_url: http://air1.example.com:1976/
+    max_listeners: 600
+    weight: 1
+    admin: { user: admin, password: secret }
+  - name: air2
+    kind: icecast
+    url: http://10.0.0.12:1976
+streams:
+  - name: apple
+    mount: /air
+    fallback: /nonstop
+    edges: [air1, air2]
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_str(text) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults_and_trimmed_urls() {
+        let c = load_str(GOOD).expect("valid");
+        assert_eq!(c.edges.len(), 2);
+        assert_eq!(c.edges[0].public_url.as_str(), "http://air1.example.com:1976/");
+        assert_eq!(c.edges[1].public_url, c.edges[1].url);
+        assert_eq!(c.streams[0].edges, vec![0, 1]);
+        assert_eq!(c.streams[0].title, "apple");
+        assert_eq!(c.server.threads, 1);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_place() {
+        let text = r#"
+listen: ["nonsense"]
+poll: { interval: 1s, timeout: 2s }
+colour: blue
+edges:
+  - name: air1
+    kind: icecast
+    url: http://a:1
+  - name: air1
+    kind: icecast
+    url: ftp://b
+  - name: Bad Name
+    kind: icecast
+    url: http://c:1
+    weight: 0
+  - name: air4
+    kind: icecast
+    url: http://d:1
+    port: 5
+streams:
+  - name: apple
+    mount: air
+    edges: [air1, nowhere]
+"#;
+        let errs = errors(text);
+        let joined = errs.join("\n");
+        for want in [
+            "colour: unknown key",
+            "edges[3].port: unknown field `port`",
+            "listen[0]: `nonsense` is not an ip:port",
+            "poll.timeout: 2s exceeds poll.interval 1s",
+            "edges[1].url: `ftp://b`: scheme must be http or https",
+            "edges[1].name: duplicate edge name `air1`",
+            "edges[2].name: `Bad Name` must match",
+            "edges[2].weight: 0 must be a number greater than 0",
+            "streams[0].mount: `air` must be a mount path",
+            "streams[0].edges[1]: unknown edge `nowhere`",
+        ] {
+            assert!(joined.contains(want), "missing `{want}` in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn bad_duration_names_its_key() {
+        let errs = errors(&GOOD.replace("interval: 1s", "interval: soon"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("poll.interval: invalid duration `soon`"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_line_and_column() {
+        let errs = errors("listen: [\"a\"\nedges: {\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("line "), "{errs:?}");
+        assert!(errs[0].contains("column"), "{errs:?}");
+    }
+
+    #[test]
+    fn stream_edges_default_to_every_icecast_edge() {
+        let c = load_str(&GOOD.replace("    edges: [air1, air2]\n", "")).expect("valid");
+        assert_eq!(c.streams[0].edges, vec![0, 1]);
+    }
+}

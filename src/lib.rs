@@ -1,0 +1,7 @@
+//! castgate: a Pingora front door that sends each listener of a streaming
+//! farm to an edge that is alive, carries the stream, and has room.
+//!
+//! Data flows one way: [`config`] → [`poll`] → [`balance::Snapshot`] →
+//! selection → answer ([`front`]); [`admin`] reads the same snapshot.
+
+pub mod config;
