@@ -5,3 +5,5 @@
 //! selection → answer ([`front`]); [`admin`] reads the same snapshot.
 
 pub mod config;
+pub mod balance;
+pub mod poll;

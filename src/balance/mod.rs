@@ -1,0 +1,420 @@
+//! The load table and selection.
+//!
+//! A [`Snapshot`] is immutable except for one atomic counter per edge
+//! (listeners assigned since the last poll). The poller builds a new one
+//! after every round and publishes it through one `ArcSwap`; a request loads
+//! it once and never blocks.
+
+pub mod policy;
+
+use crate::config::{Config, EdgeKind};
+use crate::poll::icecast::EdgeStatus;
+pub use policy::{Candidate, Policy};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Capacity assumed for an edge without `max_listeners`, in listeners.
+pub const DEFAULT_CAPACITY: u64 = 1000;
+
+/// What the poller knows about one edge.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeHealth {
+    /// Up after `rise` good polls, down after `fall` failed ones; an edge is
+    /// down until its first `rise` good polls.
+    pub up: bool,
+    /// The last poll's error, kept until a poll succeeds.
+    pub last_error: Option<String>,
+    /// When the last poll (good or bad) finished.
+    pub last_poll: Option<SystemTime>,
+    /// How long the last poll took.
+    pub last_poll_duration: Option<Duration>,
+    /// The last good poll's result.
+    pub status: Option<EdgeStatus>,
+    /// A failure of the optional `/admin/stats` poll (does not take the edge
+    /// down: its status-json answer still tells that it serves).
+    pub admin_error: Option<String>,
+}
+
+/// One edge in a snapshot.
+#[derive(Debug)]
+pub struct EdgeView {
+    /// Index into [`Config::edges`].
+    pub index: usize,
+    /// `public_url` without a trailing slash; a mount is appended to it.
+    pub public_base: String,
+    /// Health and last status.
+    pub health: EdgeHealth,
+    /// Listeners on every mount at the last good poll (0 when unknown).
+    pub listeners: u64,
+    /// Listeners sent here since the last poll.
+    assigned: AtomicU64,
+}
+
+impl EdgeView {
+    /// Listeners sent here since this snapshot's poll.
+    pub fn assigned(&self) -> u64 {
+        self.assigned.load(Ordering::Relaxed)
+    }
+}
+
+/// One stream in a snapshot.
+#[derive(Debug)]
+pub struct StreamView {
+    /// Index into [`Config::streams`].
+    pub index: usize,
+    /// Listeners on the stream's mount (and fallback) over its up edges.
+    pub listeners: u64,
+}
+
+/// Why no edge could be chosen; rendered into the 503 body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEdge {
+    /// Every edge of the stream is down (or not polled yet).
+    AllDown,
+    /// Edges are up but neither the mount nor its fallback is live on any.
+    NotLive,
+    /// The mount is live, but every edge carrying it is at its cap.
+    Full,
+}
+
+impl NoEdge {
+    /// A short reason for a listener or an operator.
+    pub fn reason(self) -> &'static str {
+        match self {
+            NoEdge::AllDown => "no edge of this stream is up",
+            NoEdge::NotLive => "the stream is not live on any edge",
+            NoEdge::Full => "every edge carrying the stream is full",
+        }
+    }
+}
+
+/// The chosen edge for one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice<'a> {
+    /// Index into [`Snapshot::edges`].
+    pub edge: usize,
+    /// The mount served: the stream's mount, or its fallback.
+    pub mount: &'a str,
+    /// Whether `mount` is the fallback.
+    pub fallback: bool,
+}
+
+/// The immutable view of the farm that requests read.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with each publication.
+    pub generation: u64,
+    /// When this snapshot was built.
+    pub published: SystemTime,
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The selection policy (kept across snapshots for its state).
+    pub policy: Arc<dyn Policy>,
+    /// Edges, in config order.
+    pub edges: Vec<EdgeView>,
+    /// Streams, in config order.
+    pub streams: Vec<StreamView>,
+    stream_index: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    /// Build a snapshot from the config and the poller's view of each edge
+    /// (`health[i]` for `config.edges[i]`; missing entries mean "not polled
+    /// yet"). `carry` is the previous snapshot: edges whose poll did not
+    /// refresh their listener count (`refreshed[i] == false`) keep their
+    /// assignment count, since those listeners are not counted yet.
+    pub fn build(
+        config: Arc<Config>,
+        policy: Arc<dyn Policy>,
+        health: &[EdgeHealth],
+        generation: u64,
+        carry: Option<(&Snapshot, &[bool])>,
+    ) -> Snapshot {
+        let edges: Vec<EdgeView> = config
+            .edges
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let health = health.get(i).cloned().unwrap_or_default();
+                let listeners = health.status.as_ref().map_or(0, EdgeStatus::listeners);
+                let assigned = match carry {
+                    Some((prev, refreshed)) if !refreshed.get(i).copied().unwrap_or(true) => prev
+                        .edges
+                        .iter()
+                        .find(|p| prev.config.edges[p.index].name == e.name)
+                        .map_or(0, EdgeView::assigned),
+                    _ => 0,
+                };
+                EdgeView {
+                    index: i,
+                    public_base: e.public_url.as_str().trim_end_matches('/').to_string(),
+                    health,
+                    listeners,
+                    assigned: AtomicU64::new(assigned),
+                }
+            })
+            .collect();
+        let streams = config
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let listeners = s
+                    .edges
+                    .iter()
+                    .filter_map(|&e| edges[e].health.status.as_ref().filter(|_| edges[e].health.up))
+                    .map(|st| {
+                        let on = |m: &str| st.mount(m).map_or(0, |m| m.listeners);
+                        on(&s.mount) + s.fallback.as_deref().map_or(0, on)
+                    })
+                    .sum();
+                StreamView {
+                    index: i,
+                    listeners,
+                }
+            })
+            .collect();
+        let stream_index = config
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        Snapshot {
+            generation,
+            published: SystemTime::now(),
+            config,
+            policy,
+            edges,
+            streams,
+            stream_index,
+        }
+    }
+
+    /// Index of the stream named `name`.
+    pub fn stream(&self, name: &str) -> Option<usize> {
+        self.stream_index.get(name).copied()
+    }
+
+    /// Current load of an edge: (listeners + assigned) / capacity / weight,
+    /// where capacity is `max_listeners` or [`DEFAULT_CAPACITY`].
+    pub fn load(&self, edge: usize) -> f64 {
+        let view = &self.edges[edge];
+        let conf = &self.config.edges[view.index];
+        let capacity = conf.max_listeners.unwrap_or(DEFAULT_CAPACITY).max(1) as f64;
+        (view.listeners + view.assigned()) as f64 / capacity / conf.weight
+    }
+
+    /// Total listeners over every up edge.
+    pub fn total_listeners(&self) -> u64 {
+        self.edges
+            .iter()
+            .filter(|e| e.health.up)
+            .map(|e| e.listeners)
+            .sum()
+    }
+
+    /// Choose an edge for one new listener of stream `stream` (an index from
+    /// [`Snapshot::stream`]) and count the assignment.
+    ///
+    /// Eligible: up, listed for the stream, the mount live on it, and under
+    /// both the edge's `max_listeners` and the mount's own limit. The
+    /// fallback mount is tried only when the mount is live on no eligible
+    /// edge.
+    ///
+    /// # Errors
+    /// [`NoEdge`] with the reason when no edge is eligible.
+    pub fn choose(&self, stream: usize) -> Result<Choice<'_>, NoEdge> {
+        let conf = &self.config.streams[stream];
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(conf.edges.len());
+        let mut any_up = false;
+        let mut any_live = false;
+        let mounts = std::iter::once((conf.mount.as_str(), false))
+            .chain(conf.fallback.as_deref().map(|f| (f, true)));
+        for (mount, fallback) in mounts {
+            candidates.clear();
+            for &e in &conf.edges {
+                let view = &self.edges[e];
+                if !view.health.up {
+                    continue;
+                }
+                any_up = true;
+                let Some(live) = view.health.status.as_ref().and_then(|s| s.mount(mount)) else {
+                    continue;
+                };
+                any_live = true;
+                let edge_conf = &self.config.edges[e];
+                let pending = view.assigned();
+                let edge_full = edge_conf
+                    .max_listeners
+                    .is_some_and(|max| view.listeners + pending >= max);
+                let mount_full = live
+                    .max_listeners
+                    .is_some_and(|max| live.listeners + pending >= max);
+                if edge_full || mount_full {
+                    continue;
+                }
+                candidates.push(Candidate {
+                    edge: e,
+                    load: self.load(e),
+                    weight: edge_conf.weight,
+                });
+            }
+            if !candidates.is_empty() {
+                let picked = candidates[self.policy.pick(&candidates).min(candidates.len() - 1)];
+                self.edges[picked.edge]
+                    .assigned
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(Choice {
+                    edge: picked.edge,
+                    mount,
+                    fallback,
+                });
+            }
+        }
+        Err(if !any_up {
+            NoEdge::AllDown
+        } else if !any_live {
+            NoEdge::NotLive
+        } else {
+            NoEdge::Full
+        })
+    }
+
+    /// The URL a listener is sent to: the edge's `public_url` + mount.
+    pub fn listen_url(&self, choice: &Choice<'_>) -> String {
+        let base = &self.edges[choice.edge].public_base;
+        let mut url = String::with_capacity(base.len() + choice.mount.len());
+        url.push_str(base);
+        url.push_str(choice.mount);
+        url
+    }
+
+    /// Whether an edge kind is served by Icecast-style mounts.
+    pub fn is_icecast(&self, edge: usize) -> bool {
+        self.config.edges[self.edges[edge].index].kind == EdgeKind::Icecast
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+    use crate::poll::icecast::MountStatus;
+
+    fn config(extra_edge: &str) -> Arc<Config> {
+        let text = format!(
+            r#"
+listen: ["127.0.0.1:1"]
+edges:
+  - {{ name: a, kind: icecast, url: "http://a.example:8000/" }}
+  - {{ name: b, kind: icecast, url: "http://b.example:8000", public_url: "https://b.example" }}
+  {extra_edge}
+streams:
+  - {{ name: apple, mount: /air, fallback: /nonstop }}
+"#
+        );
+        Arc::new(load_str(&text).unwrap())
+    }
+
+    fn up(mounts: &[(&str, u64)]) -> EdgeHealth {
+        EdgeHealth {
+            up: true,
+            status: Some(EdgeStatus {
+                mounts: mounts
+                    .iter()
+                    .map(|(m, n)| MountStatus {
+                        mount: m.to_string(),
+                        listeners: *n,
+                        max_listeners: None,
+                    })
+                    .collect(),
+                lenient: false,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn snap(config: Arc<Config>, health: &[EdgeHealth]) -> Snapshot {
+        let policy: Arc<dyn Policy> = Arc::from(policy::from_name(config.policy));
+        Snapshot::build(config, policy, health, 1, None)
+    }
+
+    #[test]
+    fn picks_least_loaded_and_builds_public_url() {
+        let s = snap(config(""), &[up(&[("/air", 10)]), up(&[("/air", 3)])]);
+        let c = s.choose(0).unwrap();
+        assert_eq!(c.edge, 1);
+        assert_eq!(s.listen_url(&c), "https://b.example/air");
+    }
+
+    #[test]
+    fn assignments_between_polls_spread_a_burst() {
+        let s = snap(config(""), &[up(&[("/air", 0)]), up(&[("/air", 0)])]);
+        let mut per_edge = [0; 2];
+        for _ in 0..100 {
+            per_edge[s.choose(0).unwrap().edge] += 1;
+        }
+        assert!((49..=51).contains(&per_edge[0]), "{per_edge:?}");
+    }
+
+    #[test]
+    fn weight_and_max_listeners_shape_the_spread() {
+        let cfg = config(r#"- { name: c, kind: icecast, url: "http://c.example", weight: 3, max_listeners: 1000 }"#);
+        let s = snap(cfg, &[up(&[("/air", 0)]), up(&[("/air", 0)]), up(&[("/air", 0)])]);
+        let mut per_edge = [0; 3];
+        for _ in 0..500 {
+            per_edge[s.choose(0).unwrap().edge] += 1;
+        }
+        // weight 3 takes three shares out of five.
+        assert!((298..=302).contains(&per_edge[2]), "{per_edge:?}");
+
+        let cfg = config(r#"- { name: c, kind: icecast, url: "http://c.example", max_listeners: 5 }"#);
+        let s = snap(cfg, &[up(&[("/air", 100)]), up(&[("/air", 100)]), up(&[("/air", 3)])]);
+        let picks: Vec<usize> = (0..4).map(|_| s.choose(0).unwrap().edge).collect();
+        // c holds 3 of 5 (load 0.6) while a and b hold 100 of 1000 (0.1).
+        assert!(picks.iter().all(|&e| e != 2), "{picks:?}");
+    }
+
+    #[test]
+    fn a_full_edge_is_skipped() {
+        let cfg = config(r#"- { name: c, kind: icecast, url: "http://c.example", max_listeners: 4 }"#);
+        let s = snap(cfg, &[EdgeHealth::default(), EdgeHealth::default(), up(&[("/air", 3)])]);
+        assert_eq!(s.choose(0).unwrap().edge, 2);
+        assert_eq!(s.choose(0), Err(NoEdge::Full));
+    }
+
+    #[test]
+    fn fallback_only_when_mount_is_live_nowhere() {
+        let s = snap(config(""), &[up(&[("/nonstop", 0)]), up(&[("/air", 50), ("/nonstop", 0)])]);
+        let c = s.choose(0).unwrap();
+        assert_eq!((c.edge, c.mount, c.fallback), (1, "/air", false));
+        let s = snap(config(""), &[up(&[("/nonstop", 0)]), up(&[])]);
+        let c = s.choose(0).unwrap();
+        assert_eq!((c.edge, c.mount, c.fallback), (0, "/nonstop", true));
+    }
+
+    #[test]
+    fn no_edge_reasons() {
+        let s = snap(config(""), &[EdgeHealth::default(), EdgeHealth::default()]);
+        assert_eq!(s.choose(0), Err(NoEdge::AllDown));
+        let s = snap(config(""), &[up(&[("/other", 0)]), up(&[])]);
+        assert_eq!(s.choose(0), Err(NoEdge::NotLive));
+    }
+
+    #[test]
+    fn unrefreshed_edges_keep_their_assignments() {
+        let cfg = config("");
+        let health = [up(&[("/air", 0)]), up(&[("/air", 0)])];
+        let first = snap(cfg.clone(), &health);
+        for _ in 0..10 {
+            first.choose(0).unwrap();
+        }
+        let policy = first.policy.clone();
+        let second = Snapshot::build(cfg, policy, &health, 2, Some((&first, &[false, true])));
+        assert_eq!(second.edges[0].assigned(), first.edges[0].assigned());
+        assert_eq!(second.edges[1].assigned(), 0);
+    }
+}
