@@ -5,5 +5,9 @@
 //! selection → answer ([`front`]); [`admin`] reads the same snapshot.
 
 pub mod config;
+pub mod front;
+pub mod admin;
 pub mod balance;
+pub mod metrics;
 pub mod poll;
+pub mod state;

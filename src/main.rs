@@ -1,1 +1,125 @@
-fn main() {}
+//! The castgate command: `castgate run -c FILE` serves; `castgate check -c
+//! FILE` validates a config and prints every error.
+
+use anyhow::Context;
+use castgate::admin::Admin;
+use castgate::config::{self, Config};
+use castgate::front::FrontDoor;
+use castgate::poll::Poller;
+use castgate::state::State;
+use clap::{Parser, Subcommand};
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A Pingora front door for live-streaming farms.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGINT (quick) or SIGTERM (graceful).
+    Run {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: print `ok`, or every error with its place.
+    Check {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match config::load_file(&config) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", config.display());
+                }
+                ExitCode::from(1)
+            }
+        },
+        Command::Run { config } => {
+            init_logs();
+            let loaded = match config::load_file(&config) {
+                Ok(c) => c,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{}: {e}", config.display());
+                    }
+                    return ExitCode::from(1);
+                }
+            };
+            match run(loaded) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("castgate: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Build the pingora server from the config and serve until a signal.
+fn run(config: Config) -> anyhow::Result<()> {
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let listen = config.listen.clone();
+    let admin_listen = config.admin_listen;
+    let edges = config.edges.len();
+    let streams = config.streams.len();
+    let state = State::new(config).context("registering metrics")?;
+
+    let mut front = http_proxy_service(&server.configuration, FrontDoor::new(state.clone()));
+    for addr in &listen {
+        front.add_tcp(&addr.to_string());
+    }
+    let mut admin = Service::new("castgate admin".to_string(), Admin::new(state.clone()));
+    admin.add_tcp(&admin_listen.to_string());
+    let poller = Poller::new(state).context("building the poll HTTP client")?;
+
+    server.add_service(front);
+    server.add_service(admin);
+    server.add_service(background_service("castgate poller", poller));
+    tracing::info!(
+        listen = ?listen,
+        admin = %admin_listen,
+        edges,
+        streams,
+        "castgate starting"
+    );
+    server.run_forever();
+}

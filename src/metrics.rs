@@ -1,0 +1,201 @@
+//! Every metric castgate exports, registered once in its own [`Registry`].
+//!
+//! Labels are bounded by the config: `edge` and `stream` are configured
+//! names, `mount` is a configured mount or fallback, `format` and `code` and
+//! `reason` come from small fixed sets. Nothing from a client becomes a label.
+//!
+//! Gauges that describe the farm (`castgate_edge_up`, `castgate_edge_listeners`,
+//! `castgate_stream_listeners`, ...) are read from the current snapshot at
+//! scrape time, so they can never go stale or disagree with /status.json.
+
+use crate::balance::Snapshot;
+use arc_swap::ArcSwap;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::Arc;
+
+/// The project's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `castgate_requests_total{stream,format,code}`: front-door answers.
+    /// `stream` is a configured name or `-` for unknown paths; `format` is
+    /// `m3u`, `pls`, `xspf`, `redirect` or `-`.
+    pub requests: IntCounterVec,
+    /// `castgate_assignments_total{stream,edge}`: listeners sent to an edge.
+    pub assignments: IntCounterVec,
+    /// `castgate_poll_duration_seconds{edge}`: time of each poll, seconds.
+    pub poll_duration: HistogramVec,
+    /// `castgate_poll_errors_total{edge,reason}`: failed polls; reason is
+    /// `connect`, `timeout`, `status`, `body`, `too_large` or `parse`.
+    pub poll_errors: IntCounterVec,
+}
+
+impl Metrics {
+    /// Create and register every metric. The farm gauges read `snapshot`.
+    ///
+    /// # Errors
+    /// Only if two metrics share a name, a programming error caught by tests.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("castgate_requests_total", "Front-door answers by stream, format and HTTP status."),
+            &["stream", "format", "code"],
+        )?;
+        let assignments = IntCounterVec::new(
+            Opts::new("castgate_assignments_total", "Listeners sent to an edge, by stream and edge."),
+            &["stream", "edge"],
+        )?;
+        let poll_duration = HistogramVec::new(
+            HistogramOpts::new("castgate_poll_duration_seconds", "Time of one poll of an edge, in seconds.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["edge"],
+        )?;
+        let poll_errors = IntCounterVec::new(
+            Opts::new("castgate_poll_errors_total", "Failed polls by edge and reason."),
+            &["edge", "reason"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(assignments.clone()))?;
+        registry.register(Box::new(poll_duration.clone()))?;
+        registry.register(Box::new(poll_errors.clone()))?;
+        registry.register(Box::new(FarmCollector::new(snapshot)?))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            assignments,
+            poll_duration,
+            poll_errors,
+        })
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8192);
+        // Encoding into a Vec cannot fail for well-formed families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// Builds the farm gauges from the snapshot at each scrape.
+struct FarmCollector {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    descs: Vec<Desc>,
+}
+
+impl FarmCollector {
+    fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> prometheus::Result<Self> {
+        let descs = Self::vecs()?
+            .iter()
+            .flat_map(|v| v.desc().into_iter().cloned())
+            .collect();
+        Ok(FarmCollector { snapshot, descs })
+    }
+
+    /// Fresh, unregistered vectors for one scrape.
+    fn vecs() -> prometheus::Result<Vec<Box<dyn Collector>>> {
+        let (up, listeners, stream, load, age, max) = Self::typed()?;
+        Ok(vec![
+            Box::new(up),
+            Box::new(listeners),
+            Box::new(stream),
+            Box::new(load),
+            Box::new(age),
+            Box::new(max),
+        ])
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn typed() -> prometheus::Result<(IntGaugeVec, IntGaugeVec, IntGaugeVec, GaugeVec, GaugeVec, IntGaugeVec)> {
+        Ok((
+            IntGaugeVec::new(
+                Opts::new("castgate_edge_up", "1 when the edge is up (rise/fall hysteresis), else 0."),
+                &["edge"],
+            )?,
+            IntGaugeVec::new(
+                Opts::new("castgate_edge_listeners", "Listeners on a configured mount of an up edge, at the last poll."),
+                &["edge", "mount"],
+            )?,
+            IntGaugeVec::new(
+                Opts::new("castgate_stream_listeners", "Listeners of a stream (mount and fallback) over its up edges."),
+                &["stream"],
+            )?,
+            GaugeVec::new(
+                Opts::new("castgate_edge_load", "Edge load: (listeners + assigned) / capacity / weight."),
+                &["edge"],
+            )?,
+            GaugeVec::new(
+                Opts::new("castgate_edge_last_poll_age_seconds", "Seconds since the edge's last poll finished."),
+                &["edge"],
+            )?,
+            IntGaugeVec::new(
+                Opts::new("castgate_edge_max_listeners", "Configured listener cap of an edge (absent when unlimited)."),
+                &["edge"],
+            )?,
+        ))
+    }
+}
+
+impl Collector for FarmCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok((up, listeners, stream, load, age, max)) = Self::typed() else {
+            return Vec::new();
+        };
+        let snap = self.snapshot.load();
+        let config = &snap.config;
+        // Only mounts some stream asks for: bounded by the config, whatever
+        // an edge lists.
+        let mut wanted: Vec<&str> = Vec::new();
+        for s in &config.streams {
+            wanted.push(&s.mount);
+            if let Some(f) = &s.fallback {
+                wanted.push(f);
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        for (i, e) in snap.edges.iter().enumerate() {
+            let name = config.edges[e.index].name.as_str();
+            up.with_label_values(&[name]).set(i64::from(e.health.up));
+            load.with_label_values(&[name]).set(snap.load(i));
+            if let Some(t) = e.health.last_poll {
+                let secs = t.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                age.with_label_values(&[name]).set(secs);
+            }
+            if let Some(m) = config.edges[e.index].max_listeners {
+                max.with_label_values(&[name]).set(m as i64);
+            }
+            if let (true, Some(status)) = (e.health.up, &e.health.status) {
+                for m in &status.mounts {
+                    if wanted.binary_search(&m.mount.as_str()).is_ok() {
+                        listeners
+                            .with_label_values(&[name, &m.mount])
+                            .set(m.listeners as i64);
+                    }
+                }
+            }
+        }
+        for s in &snap.streams {
+            stream
+                .with_label_values(&[&config.streams[s.index].name])
+                .set(s.listeners as i64);
+        }
+        let mut out = Vec::new();
+        out.extend(up.collect());
+        out.extend(listeners.collect());
+        out.extend(stream.collect());
+        out.extend(load.collect());
+        out.extend(age.collect());
+        out.extend(max.collect());
+        out
+    }
+}
