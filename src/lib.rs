@@ -4,10 +4,10 @@
 //! Data flows one way: [`config`] → [`poll`] → [`balance::Snapshot`] →
 //! selection → answer ([`front`]); [`admin`] reads the same snapshot.
 
-pub mod config;
-pub mod front;
 pub mod admin;
 pub mod balance;
+pub mod config;
+pub mod front;
 pub mod metrics;
 pub mod poll;
 pub mod state;

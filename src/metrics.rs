@@ -43,20 +43,34 @@ impl Metrics {
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("castgate_requests_total", "Front-door answers by stream, format and HTTP status."),
+            Opts::new(
+                "castgate_requests_total",
+                "Front-door answers by stream, format and HTTP status.",
+            ),
             &["stream", "format", "code"],
         )?;
         let assignments = IntCounterVec::new(
-            Opts::new("castgate_assignments_total", "Listeners sent to an edge, by stream and edge."),
+            Opts::new(
+                "castgate_assignments_total",
+                "Listeners sent to an edge, by stream and edge.",
+            ),
             &["stream", "edge"],
         )?;
         let poll_duration = HistogramVec::new(
-            HistogramOpts::new("castgate_poll_duration_seconds", "Time of one poll of an edge, in seconds.")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "castgate_poll_duration_seconds",
+                "Time of one poll of an edge, in seconds.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
             &["edge"],
         )?;
         let poll_errors = IntCounterVec::new(
-            Opts::new("castgate_poll_errors_total", "Failed polls by edge and reason."),
+            Opts::new(
+                "castgate_poll_errors_total",
+                "Failed polls by edge and reason.",
+            ),
             &["edge", "reason"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -111,30 +125,55 @@ impl FarmCollector {
     }
 
     #[allow(clippy::type_complexity)]
-    fn typed() -> prometheus::Result<(IntGaugeVec, IntGaugeVec, IntGaugeVec, GaugeVec, GaugeVec, IntGaugeVec)> {
+    fn typed() -> prometheus::Result<(
+        IntGaugeVec,
+        IntGaugeVec,
+        IntGaugeVec,
+        GaugeVec,
+        GaugeVec,
+        IntGaugeVec,
+    )> {
         Ok((
             IntGaugeVec::new(
-                Opts::new("castgate_edge_up", "1 when the edge is up (rise/fall hysteresis), else 0."),
+                Opts::new(
+                    "castgate_edge_up",
+                    "1 when the edge is up (rise/fall hysteresis), else 0.",
+                ),
                 &["edge"],
             )?,
             IntGaugeVec::new(
-                Opts::new("castgate_edge_listeners", "Listeners on a configured mount of an up edge, at the last poll."),
+                Opts::new(
+                    "castgate_edge_listeners",
+                    "Listeners on a configured mount of an up edge, at the last poll.",
+                ),
                 &["edge", "mount"],
             )?,
             IntGaugeVec::new(
-                Opts::new("castgate_stream_listeners", "Listeners of a stream (mount and fallback) over its up edges."),
+                Opts::new(
+                    "castgate_stream_listeners",
+                    "Listeners of a stream (mount and fallback) over its up edges.",
+                ),
                 &["stream"],
             )?,
             GaugeVec::new(
-                Opts::new("castgate_edge_load", "Edge load: (listeners + assigned) / capacity / weight."),
+                Opts::new(
+                    "castgate_edge_load",
+                    "Edge load: (listeners + assigned) / capacity / weight.",
+                ),
                 &["edge"],
             )?,
             GaugeVec::new(
-                Opts::new("castgate_edge_last_poll_age_seconds", "Seconds since the edge's last poll finished."),
+                Opts::new(
+                    "castgate_edge_last_poll_age_seconds",
+                    "Seconds since the edge's last poll finished.",
+                ),
                 &["edge"],
             )?,
             IntGaugeVec::new(
-                Opts::new("castgate_edge_max_listeners", "Configured listener cap of an edge (absent when unlimited)."),
+                Opts::new(
+                    "castgate_edge_max_listeners",
+                    "Configured listener cap of an edge (absent when unlimited).",
+                ),
                 &["edge"],
             )?,
         ))

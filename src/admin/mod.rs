@@ -25,7 +25,11 @@ impl Admin {
     /// Answer one request: method and path in, full response out.
     pub fn answer(&self, method: &Method, path: &str) -> Response<Vec<u8>> {
         if method != Method::GET && method != Method::HEAD {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", b"405 only GET\n".to_vec());
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                b"405 only GET\n".to_vec(),
+            );
         }
         match path {
             "/metrics" => reply(
@@ -52,7 +56,11 @@ impl Admin {
                 "text/plain; charset=utf-8",
                 b"castgate admin: /status.json /metrics\n".to_vec(),
             ),
-            _ => reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", b"404 not found\n".to_vec()),
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                b"404 not found\n".to_vec(),
+            ),
         }
     }
 }
@@ -62,9 +70,15 @@ fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Respo
     *r.status_mut() = status;
     let len = r.body().len();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     r
 }
 

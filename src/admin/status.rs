@@ -87,7 +87,11 @@ pub struct StreamStatus<'a> {
 /// Build the document from a snapshot.
 pub fn status(snap: &Snapshot) -> Status<'_> {
     let now = SystemTime::now();
-    let age = |t: SystemTime| now.duration_since(t).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let age = |t: SystemTime| {
+        now.duration_since(t)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
     let config = &snap.config;
     let edges = snap
         .edges
@@ -139,7 +143,10 @@ pub fn status(snap: &Snapshot) -> Status<'_> {
                 .iter()
                 .filter(|&&e| {
                     let h = &snap.edges[e].health;
-                    h.up && h.status.as_ref().is_some_and(|st| st.mount(&c.mount).is_some())
+                    h.up && h
+                        .status
+                        .as_ref()
+                        .is_some_and(|st| st.mount(&c.mount).is_some())
                 })
                 .map(|&e| config.edges[e].name.as_str())
                 .collect();
@@ -148,7 +155,11 @@ pub fn status(snap: &Snapshot) -> Status<'_> {
                 mount: &c.mount,
                 fallback: c.fallback.as_deref(),
                 listeners: s.listeners,
-                edges: c.edges.iter().map(|&e| config.edges[e].name.as_str()).collect(),
+                edges: c
+                    .edges
+                    .iter()
+                    .map(|&e| config.edges[e].name.as_str())
+                    .collect(),
                 live_edges,
             }
         })

@@ -164,7 +164,13 @@ impl Snapshot {
                 let listeners = s
                     .edges
                     .iter()
-                    .filter_map(|&e| edges[e].health.status.as_ref().filter(|_| edges[e].health.up))
+                    .filter_map(|&e| {
+                        edges[e]
+                            .health
+                            .status
+                            .as_ref()
+                            .filter(|_| edges[e].health.up)
+                    })
                     .map(|st| {
                         let on = |m: &str| st.mount(m).map_or(0, |m| m.listeners);
                         on(&s.mount) + s.fallback.as_deref().map_or(0, on)
@@ -362,8 +368,13 @@ streams:
 
     #[test]
     fn weight_and_max_listeners_shape_the_spread() {
-        let cfg = config(r#"- { name: c, kind: icecast, url: "http://c.example", weight: 3, max_listeners: 1000 }"#);
-        let s = snap(cfg, &[up(&[("/air", 0)]), up(&[("/air", 0)]), up(&[("/air", 0)])]);
+        let cfg = config(
+            r#"- { name: c, kind: icecast, url: "http://c.example", weight: 3, max_listeners: 1000 }"#,
+        );
+        let s = snap(
+            cfg,
+            &[up(&[("/air", 0)]), up(&[("/air", 0)]), up(&[("/air", 0)])],
+        );
         let mut per_edge = [0; 3];
         for _ in 0..500 {
             per_edge[s.choose(0).unwrap().edge] += 1;
@@ -371,8 +382,16 @@ streams:
         // weight 3 takes three shares out of five.
         assert!((298..=302).contains(&per_edge[2]), "{per_edge:?}");
 
-        let cfg = config(r#"- { name: c, kind: icecast, url: "http://c.example", max_listeners: 5 }"#);
-        let s = snap(cfg, &[up(&[("/air", 100)]), up(&[("/air", 100)]), up(&[("/air", 3)])]);
+        let cfg =
+            config(r#"- { name: c, kind: icecast, url: "http://c.example", max_listeners: 5 }"#);
+        let s = snap(
+            cfg,
+            &[
+                up(&[("/air", 100)]),
+                up(&[("/air", 100)]),
+                up(&[("/air", 3)]),
+            ],
+        );
         let picks: Vec<usize> = (0..4).map(|_| s.choose(0).unwrap().edge).collect();
         // c holds 3 of 5 (load 0.6) while a and b hold 100 of 1000 (0.1).
         assert!(picks.iter().all(|&e| e != 2), "{picks:?}");
@@ -380,15 +399,26 @@ streams:
 
     #[test]
     fn a_full_edge_is_skipped() {
-        let cfg = config(r#"- { name: c, kind: icecast, url: "http://c.example", max_listeners: 4 }"#);
-        let s = snap(cfg, &[EdgeHealth::default(), EdgeHealth::default(), up(&[("/air", 3)])]);
+        let cfg =
+            config(r#"- { name: c, kind: icecast, url: "http://c.example", max_listeners: 4 }"#);
+        let s = snap(
+            cfg,
+            &[
+                EdgeHealth::default(),
+                EdgeHealth::default(),
+                up(&[("/air", 3)]),
+            ],
+        );
         assert_eq!(s.choose(0).unwrap().edge, 2);
         assert_eq!(s.choose(0), Err(NoEdge::Full));
     }
 
     #[test]
     fn fallback_only_when_mount_is_live_nowhere() {
-        let s = snap(config(""), &[up(&[("/nonstop", 0)]), up(&[("/air", 50), ("/nonstop", 0)])]);
+        let s = snap(
+            config(""),
+            &[up(&[("/nonstop", 0)]), up(&[("/air", 50), ("/nonstop", 0)])],
+        );
         let c = s.choose(0).unwrap();
         assert_eq!((c.edge, c.mount, c.fallback), (1, "/air", false));
         let s = snap(config(""), &[up(&[("/nonstop", 0)]), up(&[])]);

@@ -75,9 +75,11 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
         Value::Null => serde_yaml::Mapping::new(),
         _ => {
             return Err(ConfigErrors(vec![ConfigError {
-                place: "file".into(),
-                message: "the top level must be a mapping of keys (listen, admin, poll, edges, streams, ...)".into(),
-            }]))
+            place: "file".into(),
+            message:
+                "the top level must be a mapping of keys (listen, admin, poll, edges, streams, ...)"
+                    .into(),
+        }]))
         }
     };
     for key in map.keys() {
@@ -125,7 +127,9 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
     }
     let mut places_of = validate::Places::default();
     if let Some(v) = map.get("edges") {
-        let (places, edges) = list::<EdgeConfig>(v, "edges", &mut errors).into_iter().unzip();
+        let (places, edges) = list::<EdgeConfig>(v, "edges", &mut errors)
+            .into_iter()
+            .unzip();
         places_of.edges = places;
         file.edges = edges;
         if let Value::Sequence(items) = v {

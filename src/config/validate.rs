@@ -176,16 +176,15 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn check_edge(
-    place: &str,
-    e: &EdgeConfig,
-    err: &mut impl FnMut(String, String),
-) -> Option<Edge> {
+fn check_edge(place: &str, e: &EdgeConfig, err: &mut impl FnMut(String, String)) -> Option<Edge> {
     let mut ok = true;
     if !valid_name(&e.name) {
         err(
             format!("{place}.name"),
-            format!("`{}` must match [a-z0-9_-]+ (at most 64 characters)", e.name),
+            format!(
+                "`{}` must match [a-z0-9_-]+ (at most 64 characters)",
+                e.name
+            ),
         );
         ok = false;
     }
@@ -282,7 +281,10 @@ fn check_stream(
     if !valid_name(&s.name) {
         err(
             format!("{place}.name"),
-            format!("`{}` must match [a-z0-9_-]+ (at most 64 characters)", s.name),
+            format!(
+                "`{}` must match [a-z0-9_-]+ (at most 64 characters)",
+                s.name
+            ),
         );
         ok = false;
     }
@@ -290,10 +292,7 @@ fn check_stream(
     if let Some(f) = &s.fallback {
         ok &= check_mount(&format!("{place}.fallback"), f, err);
         if f == &s.mount {
-            err(
-                format!("{place}.fallback"),
-                "is the same as mount".into(),
-            );
+            err(format!("{place}.fallback"), "is the same as mount".into());
             ok = false;
         }
     }
@@ -382,7 +381,10 @@ streams:
     fn good_config_loads_with_defaults_and_trimmed_urls() {
         let c = load_str(GOOD).expect("valid");
         assert_eq!(c.edges.len(), 2);
-        assert_eq!(c.edges[0].public_url.as_str(), "http://air1.example.com:1976/");
+        assert_eq!(
+            c.edges[0].public_url.as_str(),
+            "http://air1.example.com:1976/"
+        );
         assert_eq!(c.edges[1].public_url, c.edges[1].url);
         assert_eq!(c.streams[0].edges, vec![0, 1]);
         assert_eq!(c.streams[0].title, "apple");

@@ -20,8 +20,8 @@ use crate::state::State;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
-use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::http::ResponseHeader;
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use playlist::Format;
 use std::sync::Arc;
@@ -194,7 +194,9 @@ impl FrontDoor {
             503 => "503",
             _ => "other",
         };
-        m.requests.with_label_values(&[stream, a.format, code]).inc();
+        m.requests
+            .with_label_values(&[stream, a.format, code])
+            .inc();
         if let Some(e) = a.edge {
             m.assignments
                 .with_label_values(&[stream, &snap.config.edges[e].name])
@@ -232,7 +234,9 @@ impl ProxyHttp for FrontDoor {
         let a = answer(&snap, &req.method, req.uri.path(), req.uri.query());
         let is_head = req.method == Method::HEAD;
         self.count(&snap, &a);
-        session.write_response_header(Box::new(header(&a)?), is_head).await?;
+        session
+            .write_response_header(Box::new(header(&a)?), is_head)
+            .await?;
         if !is_head {
             session.write_response_body(Some(a.body), true).await?;
         }
@@ -241,7 +245,10 @@ impl ProxyHttp for FrontDoor {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         // request_filter answers every request; reaching here is a bug.
-        Error::e_explain(ErrorType::InternalError, "castgate answers every request itself")
+        Error::e_explain(
+            ErrorType::InternalError,
+            "castgate answers every request itself",
+        )
     }
 }
 
@@ -255,7 +262,16 @@ mod tests {
         assert_eq!(route("/apple.pls"), Route::Playlist("apple", Format::Pls));
         assert_eq!(route("/apple.xspf"), Route::Playlist("apple", Format::Xspf));
         assert_eq!(route("/apple"), Route::Redirect("apple"));
-        for p in ["/", "", "/apple.mp3", "/a/b.m3u", "/Apple.m3u", "/../x", "/apple.m3u.m3u", "/%61pple"] {
+        for p in [
+            "/",
+            "",
+            "/apple.mp3",
+            "/a/b.m3u",
+            "/Apple.m3u",
+            "/../x",
+            "/apple.m3u.m3u",
+            "/%61pple",
+        ] {
             assert_eq!(route(p), Route::NotFound, "{p}");
         }
     }

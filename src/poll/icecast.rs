@@ -132,9 +132,7 @@ pub fn parse_status_json(body: &[u8]) -> Result<EdgeStatus, ParseError> {
                 .trim()
                 .parse()
                 .map_err(|_| ParseError::Shape(format!("listeners `{t}` of {mount}")))?,
-            Some(other) => {
-                return Err(ParseError::Shape(format!("listeners {other} of {mount}")))
-            }
+            Some(other) => return Err(ParseError::Shape(format!("listeners {other} of {mount}"))),
         };
         push_mount(&mut mounts, mount, listeners);
     }
@@ -371,7 +369,9 @@ mod tests {
     #[test]
     fn wrong_shapes_are_errors() {
         assert!(matches!(
-            parse_status_json(br#"{"icestats":{"source":[{"listenurl":"http://h/a","listeners":-1}]}}"#),
+            parse_status_json(
+                br#"{"icestats":{"source":[{"listenurl":"http://h/a","listeners":-1}]}}"#
+            ),
             Err(ParseError::Shape(_))
         ));
         assert!(matches!(

@@ -117,10 +117,17 @@ impl Fetcher {
         if resp.status() != reqwest::StatusCode::OK {
             return Err(ProbeError::Status(resp.status().as_u16()));
         }
-        if resp.content_length().is_some_and(|n| n > self.max_body as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_body as u64)
+        {
             return Err(ProbeError::TooLarge(self.max_body));
         }
-        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(4096).min(self.max_body as u64) as usize);
+        let mut body = Vec::with_capacity(
+            resp.content_length()
+                .unwrap_or(4096)
+                .min(self.max_body as u64) as usize,
+        );
         while let Some(chunk) = resp.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > self.max_body {
                 return Err(ProbeError::TooLarge(self.max_body));
@@ -239,7 +246,9 @@ impl Poller {
                 let started = Instant::now();
                 let result = match tokio::time::timeout(poll.timeout, probe.probe(edge)).await {
                     Ok(Ok(p)) => Ok(p),
-                    Ok(Err(ProbeError::Timeout(_))) | Err(_) => Err(ProbeError::Timeout(poll.timeout)),
+                    Ok(Err(ProbeError::Timeout(_))) | Err(_) => {
+                        Err(ProbeError::Timeout(poll.timeout))
+                    }
                     Ok(Err(e)) => Err(e),
                 };
                 (result, started.elapsed())
