@@ -402,6 +402,37 @@ fn metrics_pass_promtool_and_status_reports_the_farm() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Every metric the Grafana dashboard queries exists.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/dashboards/castgate.json"
+        ))
+        .expect("read dashboards/castgate.json"),
+    )
+    .expect("dashboard is JSON");
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for (i, _) in expr.match_indices("castgate_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 8, "{queried:?}");
+    for name in &queried {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "dashboard queries {name}, absent from /metrics"
+        );
+    }
+
     let s = status(&cg);
     assert_eq!(s["total_listeners"], 2);
     let gone = &s["edges"][1];

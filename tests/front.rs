@@ -1,0 +1,208 @@
+//! What a player or a browser sees at the front door: formats, headers,
+//! methods, keep-alive, unknown paths; and a clean stop on signals.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::{
+    free_port, header, http_get, http_request, wait_until, Castgate, Icecast, IcecastOpts, Source,
+};
+
+struct Farm {
+    ice: Icecast,
+    _src: Source,
+    cg: Castgate,
+}
+
+fn farm() -> Farm {
+    let ice = Icecast::origin(IcecastOpts::default());
+    let src = Source::start(&ice, "/air");
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 500ms, timeout: 400ms }}
+server: {{ grace_period: 1s, shutdown_timeout: 2s }}
+edges:
+  - {{ name: a, kind: icecast, url: "{}", public_url: "http://radio.example.net:8000/" }}
+streams:
+  - {{ name: apple, mount: /air, title: "Apple Radio" }}
+"#,
+        ice.url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("edge up", Duration::from_secs(15), || {
+        http_get(&format!("{}/apple.m3u", cg.front_url())).0 == 200
+    });
+    Farm { ice, _src: src, cg }
+}
+
+const EDGE: &str = "http://radio.example.net:8000/air";
+
+#[test]
+fn each_format_has_its_type_body_and_no_store() {
+    let f = farm();
+    let cases = [
+        ("apple.m3u", "audio/x-mpegurl", "#EXTM3U\n"),
+        ("apple.pls", "audio/x-scpls", "[playlist]\n"),
+        ("apple.xspf", "application/xspf+xml", "<?xml"),
+    ];
+    for (path, ctype, start) in cases {
+        let (code, headers, body) = http_get(&format!("{}/{path}", f.cg.front_url()));
+        let body = String::from_utf8(body).expect("utf-8 playlist");
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(header(&headers, "content-type"), Some(ctype), "{path}");
+        assert_eq!(
+            header(&headers, "cache-control"),
+            Some("no-store"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&headers, "content-length"),
+            Some(body.len().to_string().as_str()),
+            "{path}"
+        );
+        assert!(body.starts_with(start), "{path}: {body}");
+        assert!(body.contains(EDGE), "{path}: {body}");
+        assert!(body.contains("Apple Radio"), "{path}: {body}");
+    }
+    let (_, _, pls) = http_get(&format!("{}/apple.pls", f.cg.front_url()));
+    let pls = String::from_utf8(pls).unwrap();
+    for line in [
+        "NumberOfEntries=1",
+        &format!("File1={EDGE}"),
+        "Title1=Apple Radio",
+        "Length1=-1",
+        "Version=2",
+    ] {
+        assert!(pls.lines().any(|l| l == line), "{line} in {pls}");
+    }
+}
+
+#[test]
+fn redirect_keeps_the_query_string() {
+    let f = farm();
+    let (code, headers, _) = http_get(&format!("{}/apple?token=abc&x=1", f.cg.front_url()));
+    assert_eq!(code, 302);
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("{EDGE}?token=abc&x=1").as_str())
+    );
+    assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+    let (_, headers, _) = http_get(&format!("{}/apple", f.cg.front_url()));
+    assert_eq!(header(&headers, "location"), Some(EDGE));
+}
+
+#[test]
+fn head_unknown_paths_and_methods() {
+    let f = farm();
+    let url = |p: &str| format!("{}{p}", f.cg.front_url());
+    let (code, headers, body) = http_request("HEAD", &url("/apple.m3u"), &[]);
+    assert_eq!(code, 200);
+    assert!(body.is_empty());
+    assert!(header(&headers, "content-length").is_some_and(|l| l != "0"));
+    for p in [
+        "/",
+        "/nope.m3u",
+        "/apple.mp3",
+        "/apple/x",
+        "/APPLE.m3u",
+        "/apple.m3u/../x",
+    ] {
+        assert_eq!(http_get(&url(p)).0, 404, "{p}");
+    }
+    let (code, headers, _) = http_request("POST", &url("/apple.m3u"), &[("Content-Length", "0")]);
+    assert_eq!(code, 405);
+    assert_eq!(header(&headers, "allow"), Some("GET, HEAD"));
+    let _ = &f.ice;
+}
+
+/// Read one HTTP/1.1 response with a Content-Length from a kept-alive stream.
+fn read_response(reader: &mut BufReader<&TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = header(&headers, "content-length")
+        .and_then(|l| l.parse().ok())
+        .expect("content-length");
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).expect("body");
+    (code, headers, body)
+}
+
+#[test]
+fn keep_alive_survives_playlists_redirects_404s_and_503s() {
+    let mut f = farm();
+    let addr = f.cg.front_url().trim_start_matches("http://").to_string();
+    let stream = TcpStream::connect(&addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut ask = |path: &str| {
+        (&stream)
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .expect("write request");
+        read_response(&mut reader)
+    };
+    assert_eq!(ask("/apple.m3u").0, 200);
+    assert_eq!(ask("/apple").0, 302);
+    assert_eq!(ask("/missing").0, 404);
+    assert_eq!(ask("/apple.pls").0, 200);
+    // The edge dies: 503s come back on the same connection.
+    f.ice.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, headers, _) = ask("/apple.xspf");
+        if code == 503 {
+            assert!(header(&headers, "retry-after").is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 503 after the edge died");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ask("/apple.m3u").0, 503);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut f = farm();
+        let started = Instant::now();
+        f.cg.signal(signal);
+        wait_until("castgate exits", Duration::from_secs(10), || {
+            !f.cg.is_running()
+        });
+        let status = f.cg.stop().expect("exit status");
+        assert!(
+            status.success(),
+            "signal {signal}: {status:?}\n{}",
+            f.cg.log_tail(20)
+        );
+        // grace_period 1s + shutdown_timeout 2s, plus start-up slack.
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
