@@ -53,6 +53,7 @@ fn snapshot(edges: usize) -> Snapshot {
                     max_listeners: None,
                 }],
                 lenient: false,
+                bw_out_bps: None,
             }),
             ..Default::default()
         })

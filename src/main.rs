@@ -101,7 +101,10 @@ fn run(config: Config) -> anyhow::Result<()> {
     let admin_listen = config.admin_listen;
     let edges = config.edges.len();
     let streams = config.streams.len();
-    let state = State::new(config).context("registering metrics")?;
+    if config.sticky.secret.is_none() {
+        tracing::info!("sticky.secret_file not set: session tokens use a random secret, valid only in this process");
+    }
+    let (state, sessions) = State::new(config).context("registering metrics")?;
 
     let mut front = http_proxy_service(&server.configuration, FrontDoor::new(state.clone()));
     for addr in &listen {
@@ -109,7 +112,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     let mut admin = Service::new("castgate admin".to_string(), Admin::new(state.clone()));
     admin.add_tcp(&admin_listen.to_string());
-    let poller = Poller::new(state).context("building the poll HTTP client")?;
+    let poller = Poller::new(state, sessions).context("building the poll HTTP client")?;
 
     server.add_service(front);
     server.add_service(admin);

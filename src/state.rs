@@ -1,5 +1,7 @@
 //! State shared by the front door, the admin listener and the poller.
 
+use crate::balance::sessions::{SessionLog, SessionTable};
+use crate::balance::sticky::Sticky;
 use crate::balance::{policy, Snapshot};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -7,26 +9,45 @@ use arc_swap::ArcSwap;
 use std::sync::Arc;
 
 /// The one place castgate's live state is kept: the current snapshot (one
-/// `ArcSwap`, written by the poller only) and the metrics.
+/// `ArcSwap`, written by the poller only), the token signer, the session
+/// log and the metrics.
 pub struct State {
     /// The current load table; load it once per request.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Signs and checks HLS session tokens.
+    pub sticky: Sticky,
+    /// Where requests record HLS session sightings.
+    pub sessions: SessionLog,
     /// Every metric.
     pub metrics: Metrics,
 }
 
 impl State {
     /// Start from a config: every edge down (not polled yet) until the
-    /// poller's first round.
+    /// poller's first round. Returns the state and the session table the
+    /// poller reads.
     ///
     /// # Errors
     /// Only if metrics fail to register (duplicate names).
-    pub fn new(config: Config) -> prometheus::Result<Arc<State>> {
+    pub fn new(config: Config) -> prometheus::Result<(Arc<State>, SessionTable)> {
+        let sticky = match &config.sticky.secret {
+            Some(secret) => Sticky::new(secret, config.sticky.ttl),
+            None => Sticky::random(config.sticky.ttl),
+        };
         let config = Arc::new(config);
         let policy: Arc<dyn policy::Policy> = Arc::from(policy::from_name(config.policy));
         let first = Snapshot::build(config, policy, &[], 0, None);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
         let metrics = Metrics::new(snapshot.clone())?;
-        Ok(Arc::new(State { snapshot, metrics }))
+        let (sessions, table) = SessionLog::new();
+        Ok((
+            Arc::new(State {
+                snapshot,
+                sticky,
+                sessions,
+                metrics,
+            }),
+            table,
+        ))
     }
 }

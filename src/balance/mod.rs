@@ -6,9 +6,11 @@
 //! it once and never blocks.
 
 pub mod policy;
+pub mod sessions;
+pub mod sticky;
 
 use crate::config::{Config, EdgeKind};
-use crate::poll::icecast::EdgeStatus;
+use crate::poll::status::EdgeStatus;
 pub use policy::{Candidate, Policy};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +37,9 @@ pub struct EdgeHealth {
     /// A failure of the optional `/admin/stats` poll (does not take the edge
     /// down: its status-json answer still tells that it serves).
     pub admin_error: Option<String>,
+    /// Per HLS playlist path: why that stream is not live on this edge
+    /// (not publishing, stale playlist, 404).
+    pub stream_errors: std::collections::HashMap<String, String>,
 }
 
 /// One edge in a snapshot.
@@ -46,8 +51,17 @@ pub struct EdgeView {
     pub public_base: String,
     /// Health and last status.
     pub health: EdgeHealth,
-    /// Listeners on every mount at the last good poll (0 when unknown).
+    /// Listeners on every mount at the last good poll (0 when unknown);
+    /// for nginx-rtmp edges, RTMP viewers.
     pub listeners: u64,
+    /// HLS sessions seen on this edge within the token lifetime.
+    pub sessions: u64,
+    /// Estimated output, bits per second: the measured figure where the
+    /// edge reports one, else listeners and sessions × stream bitrate.
+    pub est_bps: u64,
+    /// Bitrate charged per assignment against `max_bandwidth` (the largest
+    /// bitrate of the streams this edge carries), bits per second.
+    assign_bps: u64,
     /// Listeners sent here since the last poll.
     assigned: AtomicU64,
 }
@@ -116,6 +130,8 @@ pub struct Snapshot {
     pub edges: Vec<EdgeView>,
     /// Streams, in config order.
     pub streams: Vec<StreamView>,
+    /// HLS sessions per (stream index, edge index).
+    pub sessions: HashMap<(usize, usize), u64>,
     stream_index: HashMap<String, usize>,
 }
 
@@ -152,6 +168,9 @@ impl Snapshot {
                     public_base: e.public_url.as_str().trim_end_matches('/').to_string(),
                     health,
                     listeners,
+                    sessions: 0,
+                    est_bps: 0,
+                    assign_bps: 0,
                     assigned: AtomicU64::new(assigned),
                 }
             })
@@ -188,14 +207,58 @@ impl Snapshot {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        Snapshot {
+        let mut snap = Snapshot {
             generation,
             published: SystemTime::now(),
             config,
             policy,
             edges,
             streams,
+            sessions: HashMap::new(),
             stream_index,
+        };
+        snap.account();
+        snap
+    }
+
+    /// Add HLS session counts per (stream, edge), as the poller's session
+    /// table reports them; they count in the edges' load.
+    pub fn with_sessions(mut self, sessions: HashMap<(usize, usize), u64>) -> Snapshot {
+        self.sessions = sessions;
+        self.account();
+        self
+    }
+
+    /// Per-edge sessions and estimated output from the streams it carries.
+    fn account(&mut self) {
+        for e in &mut self.edges {
+            e.sessions = 0;
+            e.est_bps = 0;
+            e.assign_bps = 0;
+        }
+        for (si, s) in self.config.streams.iter().enumerate() {
+            for &ei in &s.edges {
+                let e = &mut self.edges[ei];
+                let sessions = self.sessions.get(&(si, ei)).copied().unwrap_or(0);
+                e.sessions += sessions;
+                let on = |m: &str| {
+                    e.health
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.mount(m))
+                        .map_or(0, |m| m.listeners)
+                };
+                let people = on(&s.mount) + s.fallback.as_deref().map_or(0, on) + sessions;
+                e.est_bps = e
+                    .est_bps
+                    .saturating_add(people.saturating_mul(s.bitrate_bps));
+                e.assign_bps = e.assign_bps.max(s.bitrate_bps);
+            }
+        }
+        for e in &mut self.edges {
+            if let Some(measured) = e.health.status.as_ref().and_then(|s| s.bw_out_bps) {
+                e.est_bps = e.est_bps.max(measured);
+            }
         }
     }
 
@@ -204,13 +267,21 @@ impl Snapshot {
         self.stream_index.get(name).copied()
     }
 
-    /// Current load of an edge: (listeners + assigned) / capacity / weight,
-    /// where capacity is `max_listeners` or [`DEFAULT_CAPACITY`].
+    /// Current load of an edge: (listeners + sessions + assigned) /
+    /// capacity / weight, where capacity is `max_listeners` or
+    /// [`DEFAULT_CAPACITY`]. With `max_bandwidth`, the larger of that share
+    /// and (estimated output + assigned × bitrate) / `max_bandwidth`.
     pub fn load(&self, edge: usize) -> f64 {
         let view = &self.edges[edge];
         let conf = &self.config.edges[view.index];
         let capacity = conf.max_listeners.unwrap_or(DEFAULT_CAPACITY).max(1) as f64;
-        (view.listeners + view.assigned()) as f64 / capacity / conf.weight
+        let assigned = view.assigned();
+        let mut share = (view.listeners + view.sessions + assigned) as f64 / capacity;
+        if let Some(max_bps) = conf.max_bandwidth_bps {
+            let bps = view.est_bps as f64 + assigned as f64 * view.assign_bps as f64;
+            share = share.max(bps / max_bps.max(1) as f64);
+        }
+        share / conf.weight
     }
 
     /// Total listeners over every up edge.
@@ -255,7 +326,12 @@ impl Snapshot {
                 let pending = view.assigned();
                 let edge_full = edge_conf
                     .max_listeners
-                    .is_some_and(|max| view.listeners + pending >= max);
+                    .is_some_and(|max| view.listeners + view.sessions + pending >= max)
+                    || edge_conf.max_bandwidth_bps.is_some_and(|max| {
+                        view.est_bps
+                            .saturating_add(pending.saturating_mul(view.assign_bps))
+                            >= max
+                    });
                 let mount_full = live
                     .max_listeners
                     .is_some_and(|max| live.listeners + pending >= max);
@@ -308,7 +384,7 @@ impl Snapshot {
 mod tests {
     use super::*;
     use crate::config::load_str;
-    use crate::poll::icecast::MountStatus;
+    use crate::poll::status::MountStatus;
 
     fn config(extra_edge: &str) -> Arc<Config> {
         let text = format!(
@@ -338,6 +414,7 @@ streams:
                     })
                     .collect(),
                 lenient: false,
+                bw_out_bps: None,
             }),
             ..Default::default()
         }

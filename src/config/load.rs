@@ -2,7 +2,8 @@
 //! one bad edge does not hide the errors of the next.
 
 use super::schema::{
-    AdminConfig, BalanceConfig, EdgeConfig, FileConfig, PollConfig, ServerConfig, StreamConfig,
+    AdminConfig, BalanceConfig, CorsConfig, EdgeConfig, FileConfig, PollConfig, ServerConfig,
+    StickyConfig, StreamConfig,
 };
 use super::{validate, Config, ConfigError, ConfigErrors};
 use serde::de::DeserializeOwned;
@@ -11,7 +12,7 @@ use std::path::Path;
 
 /// The top-level keys a config file may have.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "admin", "poll", "balance", "server", "edges", "streams",
+    "listen", "admin", "poll", "balance", "server", "sticky", "cors", "edges", "streams",
 ];
 
 /// Read and validate the config file at `path`.
@@ -97,6 +98,8 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
         poll: PollConfig::default(),
         balance: BalanceConfig::default(),
         server: ServerConfig::default(),
+        sticky: StickyConfig::default(),
+        cors: CorsConfig::default(),
         edges: Vec::new(),
         streams: Vec::new(),
     };
@@ -118,6 +121,16 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
     if let Some(v) = map.get("balance") {
         if let Some(balance) = section(v, "balance", &mut errors) {
             file.balance = balance;
+        }
+    }
+    if let Some(v) = map.get("sticky") {
+        if let Some(sticky) = section(v, "sticky", &mut errors) {
+            file.sticky = sticky;
+        }
+    }
+    if let Some(v) = map.get("cors") {
+        if let Some(cors) = section(v, "cors", &mut errors) {
+            file.cors = cors;
         }
     }
     if let Some(v) = map.get("server") {

@@ -8,7 +8,7 @@ pub mod schema;
 pub mod validate;
 
 pub use load::{load_file, load_str};
-pub use schema::{EdgeKind, PolicyName};
+pub use schema::{CorsConfig, EdgeKind, PolicyName, StreamKind, StreamMode};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,6 +58,10 @@ pub struct Config {
     pub policy: PolicyName,
     /// Process settings.
     pub server: schema::ServerConfig,
+    /// Session tokens.
+    pub sticky: StickySettings,
+    /// Cross-origin access.
+    pub cors: CorsConfig,
     /// Edges, in file order.
     pub edges: Vec<Edge>,
     /// Streams, in file order.
@@ -79,6 +83,25 @@ pub struct PollSettings {
     pub max_body: usize,
 }
 
+/// Validated `sticky:` settings.
+#[derive(Clone)]
+pub struct StickySettings {
+    /// The secret read from `secret_file`; `None` means "make one at start".
+    pub secret: Option<Vec<u8>>,
+    /// How long a token is honoured.
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for StickySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("StickySettings")
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
 /// A validated edge.
 #[derive(Debug, Clone)]
 pub struct Edge {
@@ -94,6 +117,8 @@ pub struct Edge {
     pub max_listeners: Option<u64>,
     /// Capacity share, finite and > 0.
     pub weight: f64,
+    /// Output bandwidth cap, bits per second.
+    pub max_bandwidth_bps: Option<u64>,
     /// Icecast admin credentials, for `/admin/stats`.
     pub admin: Option<schema::EdgeAdmin>,
 }
@@ -103,10 +128,19 @@ pub struct Edge {
 pub struct Stream {
     /// Unique name, `[a-z0-9_-]+`.
     pub name: String,
-    /// Mount path, starting with `/`.
+    /// Icecast mount or HLS playlist path.
+    pub kind: StreamKind,
+    /// How listeners are handed over.
+    pub mode: StreamMode,
+    /// What an edge must carry live: the Icecast mount (`/air`) or the HLS
+    /// playlist path (`/hls/stream.m3u8`); always starts with `/`.
     pub mount: String,
-    /// Fallback mount path, starting with `/`.
+    /// Fallback mount path, starting with `/` (Icecast streams).
     pub fallback: Option<String>,
+    /// RTMP stream name that makes an HLS stream live on nginx_rtmp edges.
+    pub rtmp_name: String,
+    /// Estimated bitrate per listener, bits per second.
+    pub bitrate_bps: u64,
     /// Indexes into [`Config::edges`] of the edges carrying this stream.
     pub edges: Vec<usize>,
     /// Title written into playlists.

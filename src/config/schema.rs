@@ -23,7 +23,7 @@ pub(crate) mod duration {
 }
 
 /// The whole file. Top-level keys: `listen`, `admin`, `poll`, `balance`,
-/// `server`, `edges`, `streams`.
+/// `server`, `sticky`, `cors`, `edges`, `streams`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -42,6 +42,12 @@ pub struct FileConfig {
     /// Process settings handed to pingora's server.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Signed session tokens for HLS stickiness.
+    #[serde(default)]
+    pub sticky: StickyConfig,
+    /// Cross-origin access for web players.
+    #[serde(default)]
+    pub cors: CorsConfig,
     /// The edges of the farm.
     #[serde(default)]
     pub edges: Vec<EdgeConfig>,
@@ -196,12 +202,76 @@ pub fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
+/// `sticky:` signed session tokens (HMAC-SHA256 over edge, expiry and a
+/// session id). Instances sharing `secret_file` honour each other's tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// File holding the secret (at least 16 bytes; surrounding whitespace
+    /// ignored). Default: none, and a random secret is made at start, so
+    /// tokens survive neither a restart nor another instance.
+    #[serde(default)]
+    pub secret_file: Option<String>,
+    /// How long a token is honoured. Default `1h`.
+    #[serde(default = "default_ttl", with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        Self {
+            secret_file: None,
+            ttl: default_ttl(),
+        }
+    }
+}
+
+/// Default session token lifetime: 1 hour.
+pub fn default_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// `cors:` which web origins may read front-door answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed to read answers (`https://radio.example`), or `*`.
+    /// Default `["*"]`.
+    #[serde(default = "default_allow_origins")]
+    pub allow_origins: Vec<String>,
+    /// Origins also allowed to send credentials (cookies): the answer then
+    /// names the origin and sets `Access-Control-Allow-Credentials: true`.
+    /// Default: none.
+    #[serde(default)]
+    pub credentials_origins: Vec<String>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_origins: default_allow_origins(),
+            credentials_origins: Vec::new(),
+        }
+    }
+}
+
+/// Default CORS origins: any (`*`).
+pub fn default_allow_origins() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
 /// The kinds of edge castgate can poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeKind {
     /// Icecast 2.4: `GET {url}/status-json.xsl`.
     Icecast,
+    /// nginx with nginx-rtmp: `GET {url}/stat` (`rtmp_stat all` XML); its
+    /// HLS output is served from the same base URL.
+    NginxRtmp,
+    /// A plain web server serving HLS: each stream's media playlist is
+    /// fetched and must keep advancing.
+    Hls,
 }
 
 impl EdgeKind {
@@ -209,7 +279,14 @@ impl EdgeKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EdgeKind::Icecast => "icecast",
+            EdgeKind::NginxRtmp => "nginx_rtmp",
+            EdgeKind::Hls => "hls",
         }
+    }
+
+    /// Whether this kind of edge serves HLS streams (else Icecast mounts).
+    pub fn serves_hls(self) -> bool {
+        matches!(self, EdgeKind::NginxRtmp | EdgeKind::Hls)
     }
 }
 
@@ -233,6 +310,11 @@ pub struct EdgeConfig {
     /// Capacity share, > 0. Default 1.
     #[serde(default = "default_weight")]
     pub weight: f64,
+    /// Output bandwidth cap, e.g. `100Mbit`, `1Gbit`, `500kbit` (bits per
+    /// second). When set, load is the larger of the listener share and the
+    /// estimated output bandwidth share. Default: none.
+    #[serde(default)]
+    pub max_bandwidth: Option<String>,
     /// Icecast admin credentials: when set, `{url}/admin/stats` is polled
     /// too, for per-mount `max_listeners`.
     #[serde(default)]
@@ -254,18 +336,66 @@ pub struct EdgeAdmin {
     pub password: String,
 }
 
+/// What a stream is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// An Icecast mount: one long HTTP body per listener.
+    #[default]
+    Icecast,
+    /// An HLS playlist: a player fetches the playlist again and again, and
+    /// segments after it.
+    Hls,
+}
+
+/// How the front door hands a listener to the chosen edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamMode {
+    /// HLS: castgate fetches the edge's playlist and answers it with every
+    /// URI made absolute (segments on the edge; playlists back through
+    /// castgate, pinned to the edge by a session token). HLS default.
+    Rewrite,
+    /// 302 to the edge. Icecast default (with playlists pointing at the edge).
+    Redirect,
+    /// castgate carries playlists, segments or the audio stream itself.
+    Proxy,
+}
+
 /// One entry of `streams:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
-    /// Served as `/{name}.m3u`, `.pls`, `.xspf` and `/{name}` (302). `[a-z0-9_-]+`.
+    /// Icecast: served as `/{name}.m3u`, `.pls`, `.xspf` and `/{name}`.
+    /// HLS: served as `/{name}.m3u8` (and `/{name}/...`). `[a-z0-9_-]+`.
     pub name: String,
-    /// The Icecast mount, starting with `/`.
-    pub mount: String,
+    /// `icecast` (default) or `hls`.
+    #[serde(default)]
+    pub kind: StreamKind,
+    /// `rewrite` (HLS default), `redirect` (Icecast default) or `proxy`.
+    #[serde(default)]
+    pub mode: Option<StreamMode>,
+    /// Icecast streams: the mount, starting with `/`.
+    #[serde(default)]
+    pub mount: Option<String>,
+    /// HLS streams: the playlist's path on every edge, e.g.
+    /// `/hls/stream.m3u8`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// HLS streams on nginx_rtmp edges: the RTMP stream name whose
+    /// publishing makes the stream live. Default: the playlist's file stem
+    /// (`/hls/stream.m3u8` → `stream`).
+    #[serde(default)]
+    pub rtmp_name: Option<String>,
+    /// Bitrate used to estimate an edge's output for `max_bandwidth`, e.g.
+    /// `128kbit`, `3Mbit`. Default: 128kbit for Icecast, 2Mbit for HLS.
+    #[serde(default)]
+    pub bitrate: Option<String>,
     /// Mount used where `mount` is live on no eligible edge. Default: none.
     #[serde(default)]
     pub fallback: Option<String>,
-    /// Edges that carry the stream. Default: every icecast edge.
+    /// Edges that carry the stream. Default: every edge of a matching kind
+    /// (icecast for Icecast streams; nginx_rtmp and hls for HLS streams).
     #[serde(default)]
     pub edges: Option<Vec<String>>,
     /// Title written into playlists. Default: the stream's name.

@@ -1,7 +1,8 @@
 //! Cross-field rules: names, addresses, URLs, references between sections.
 //! Every rule runs; every failure is reported with its place.
 
-use super::schema::{EdgeConfig, EdgeKind, FileConfig, StreamConfig};
+use super::schema::{EdgeConfig, EdgeKind, FileConfig, StreamConfig, StreamKind, StreamMode};
+use super::StickySettings;
 use super::{Config, ConfigError, ConfigErrors, Edge, PollSettings, Stream};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -95,6 +96,28 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
     if file.server.threads == 0 {
         err("server.threads".into(), "must be at least 1".into());
     }
+    let sticky = check_sticky(file, &mut err);
+    for (i, origin) in file
+        .cors
+        .allow_origins
+        .iter()
+        .chain(&file.cors.credentials_origins)
+        .enumerate()
+    {
+        let n = file.cors.allow_origins.len();
+        let place = if i < n {
+            format!("cors.allow_origins[{i}]")
+        } else {
+            format!("cors.credentials_origins[{}]", i - n)
+        };
+        let wildcard_ok = i < n && origin == "*";
+        if !wildcard_ok && !valid_origin(origin) {
+            err(
+                place,
+                format!("`{origin}` is not an origin like https://radio.example or http://127.0.0.1:8000{}", if i < n { ", or *" } else { "" }),
+            );
+        }
+    }
 
     let mut edges = Vec::new();
     let mut edge_index: HashMap<&str, usize> = HashMap::new();
@@ -162,9 +185,89 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         },
         policy: file.balance.policy,
         server: file.server.clone(),
+        sticky: sticky.unwrap_or(StickySettings {
+            secret: None,
+            ttl: file.sticky.ttl,
+        }),
+        cors: file.cors.clone(),
         edges,
         streams,
     })
+}
+
+fn check_sticky(file: &FileConfig, err: &mut impl FnMut(String, String)) -> Option<StickySettings> {
+    let ttl = file.sticky.ttl;
+    if ttl < std::time::Duration::from_secs(10) {
+        err("sticky.ttl".into(), "must be at least 10s".into());
+    }
+    let secret = match &file.sticky.secret_file {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => {
+                let trimmed = bytes.trim_ascii().to_vec();
+                if trimmed.len() < 16 {
+                    err(
+                        "sticky.secret_file".into(),
+                        format!("`{path}` holds {} bytes; use at least 16 (e.g. `head -c 32 /dev/urandom | base64 > {path}`)", trimmed.len()),
+                    );
+                    return None;
+                }
+                Some(trimmed)
+            }
+            Err(e) => {
+                err(
+                    "sticky.secret_file".into(),
+                    format!("cannot read `{path}`: {e}"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(StickySettings { secret, ttl })
+}
+
+/// `scheme://host[:port]` with nothing after it.
+fn valid_origin(origin: &str) -> bool {
+    match Url::parse(origin) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.path() == "/"
+                && !origin.ends_with('/')
+                && u.query().is_none()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Parse a bandwidth such as `100Mbit`, `1.5Gbit`, `500kbit` or `64000bit`
+/// into bits per second (decimal prefixes, as network links are rated).
+///
+/// # Errors
+/// A message naming the accepted units.
+pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "bit" | "bps" => 1.0,
+        "kbit" | "kbps" => 1e3,
+        "mbit" | "mbps" => 1e6,
+        "gbit" | "gbps" => 1e9,
+        _ => {
+            return Err(format!(
+                "`{text}`: use a number and bit, kbit, Mbit or Gbit (e.g. 100Mbit)"
+            ))
+        }
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n > 0.0 && (n * factor).is_finite() && n * factor >= 1.0 => {
+            Ok((n * factor) as u64)
+        }
+        _ => Err(format!("`{text}`: needs a positive number (e.g. 100Mbit)")),
+    }
 }
 
 /// `[a-z0-9_-]+`: safe in URLs, metric labels and file names.
@@ -207,6 +310,22 @@ fn check_edge(place: &str, e: &EdgeConfig, err: &mut impl FnMut(String, String))
         );
         ok = false;
     }
+    let max_bandwidth_bps = match e.max_bandwidth.as_deref().map(parse_bandwidth) {
+        None => None,
+        Some(Ok(bps)) => Some(bps),
+        Some(Err(m)) => {
+            err(format!("{place}.max_bandwidth"), m);
+            ok = false;
+            None
+        }
+    };
+    if e.admin.is_some() && e.kind != EdgeKind::Icecast {
+        err(
+            format!("{place}.admin"),
+            "only icecast edges have admin credentials".into(),
+        );
+        ok = false;
+    }
     Some(Edge {
         name: e.name.clone(),
         kind: e.kind,
@@ -214,6 +333,7 @@ fn check_edge(place: &str, e: &EdgeConfig, err: &mut impl FnMut(String, String))
         public_url: public_url?,
         max_listeners: e.max_listeners,
         weight: e.weight,
+        max_bandwidth_bps,
         admin: e.admin.clone(),
     })
     .filter(|_| ok)
@@ -288,14 +408,106 @@ fn check_stream(
         );
         ok = false;
     }
-    ok &= check_mount(&format!("{place}.mount"), &s.mount, err);
+    let mode = match (s.kind, s.mode) {
+        (_, Some(m)) => m,
+        (StreamKind::Icecast, None) => StreamMode::Redirect,
+        (StreamKind::Hls, None) => StreamMode::Rewrite,
+    };
+    let mount = match s.kind {
+        StreamKind::Icecast => {
+            if s.path.is_some() {
+                err(
+                    format!("{place}.path"),
+                    "is for hls streams; icecast streams use mount".into(),
+                );
+                ok = false;
+            }
+            if s.rtmp_name.is_some() {
+                err(format!("{place}.rtmp_name"), "is for hls streams".into());
+                ok = false;
+            }
+            if mode == StreamMode::Rewrite {
+                err(
+                    format!("{place}.mode"),
+                    "rewrite is for hls streams; icecast streams use redirect or proxy".into(),
+                );
+                ok = false;
+            }
+            match &s.mount {
+                Some(m) => {
+                    ok &= check_mount(&format!("{place}.mount"), m, err);
+                    m.clone()
+                }
+                None => {
+                    err(
+                        format!("{place}.mount"),
+                        "is required for icecast streams (e.g. /air)".into(),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            }
+        }
+        StreamKind::Hls => {
+            if s.mount.is_some() {
+                err(
+                    format!("{place}.mount"),
+                    "is for icecast streams; hls streams use path".into(),
+                );
+                ok = false;
+            }
+            if s.fallback.is_some() {
+                err(format!("{place}.fallback"), "is for icecast streams".into());
+                ok = false;
+            }
+            match &s.path {
+                Some(p) if p.ends_with(".m3u8") && !p.contains("..") => {
+                    ok &= check_mount(&format!("{place}.path"), p, err);
+                    p.clone()
+                }
+                Some(p) => {
+                    err(
+                        format!("{place}.path"),
+                        format!(
+                            "`{p}` must be a playlist path ending in .m3u8, like /hls/stream.m3u8"
+                        ),
+                    );
+                    ok = false;
+                    String::new()
+                }
+                None => {
+                    err(
+                        format!("{place}.path"),
+                        "is required for hls streams (e.g. /hls/stream.m3u8)".into(),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            }
+        }
+    };
     if let Some(f) = &s.fallback {
         ok &= check_mount(&format!("{place}.fallback"), f, err);
-        if f == &s.mount {
+        if f == &mount {
             err(format!("{place}.fallback"), "is the same as mount".into());
             ok = false;
         }
     }
+    let rtmp_name = s.rtmp_name.clone().unwrap_or_else(|| {
+        let file = mount.rsplit('/').next().unwrap_or("");
+        file.strip_suffix(".m3u8").unwrap_or(file).to_string()
+    });
+    let bitrate_bps = match s.bitrate.as_deref().map(parse_bandwidth) {
+        None if s.kind == StreamKind::Hls => 2_000_000,
+        None => 128_000,
+        Some(Ok(b)) => b,
+        Some(Err(m)) => {
+            err(format!("{place}.bitrate"), m);
+            ok = false;
+            0
+        }
+    };
+    let wants_hls = s.kind == StreamKind::Hls;
     let members = match &s.edges {
         Some(names) => {
             let mut members = Vec::new();
@@ -305,6 +517,17 @@ fn check_stream(
                         err(
                             format!("{place}.edges[{j}]"),
                             format!("edge `{name}` is listed twice"),
+                        );
+                        ok = false;
+                    }
+                    Some(&idx) if edges[idx].kind.serves_hls() != wants_hls => {
+                        err(
+                            format!("{place}.edges[{j}]"),
+                            format!(
+                                "edge `{name}` is {}, which cannot carry a{} stream",
+                                edges[idx].kind.as_str(),
+                                if wants_hls { "n hls" } else { "n icecast" }
+                            ),
                         );
                         ok = false;
                     }
@@ -322,7 +545,7 @@ fn check_stream(
             if names.is_empty() {
                 err(
                     format!("{place}.edges"),
-                    "is empty; omit it to use every icecast edge".into(),
+                    "is empty; omit it to use every edge of a matching kind".into(),
                 );
                 ok = false;
             }
@@ -331,14 +554,18 @@ fn check_stream(
         None => edges
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.kind == EdgeKind::Icecast)
+            .filter(|(_, e)| e.kind.serves_hls() == wants_hls)
             .map(|(i, _)| i)
             .collect(),
     };
     ok.then(|| Stream {
         name: s.name.clone(),
-        mount: s.mount.clone(),
+        kind: s.kind,
+        mode,
+        mount,
         fallback: s.fallback.clone(),
+        rtmp_name,
+        bitrate_bps,
         edges: members,
         title: s.title.clone().unwrap_or_else(|| s.name.clone()),
     })

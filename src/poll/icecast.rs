@@ -14,41 +14,8 @@
 //! - `GET /admin/stats` (basic auth): XML `<icestats><source mount="/air">`
 //!   with `<listeners>` and `<max_listeners>` (a number or `unlimited`).
 
+pub use super::status::{EdgeStatus, MountStatus};
 use serde::Deserialize;
-
-/// What one poll learned about an edge.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EdgeStatus {
-    /// Live mounts, in the order the edge listed them.
-    pub mounts: Vec<MountStatus>,
-    /// True when the body was not valid JSON and was read by the lenient
-    /// scanner (Icecast's known XSLT escaping fault).
-    pub lenient: bool,
-}
-
-impl EdgeStatus {
-    /// Listeners on every mount of the edge.
-    pub fn listeners(&self) -> u64 {
-        self.mounts.iter().map(|m| m.listeners).sum()
-    }
-
-    /// The status of `mount`, if it is live on this edge.
-    pub fn mount(&self, mount: &str) -> Option<&MountStatus> {
-        self.mounts.iter().find(|m| m.mount == mount)
-    }
-}
-
-/// One live mount on an edge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountStatus {
-    /// The mount path, e.g. `/air` (the path of `listenurl`).
-    pub mount: String,
-    /// Listeners connected now (relays pulling from this edge count too).
-    pub listeners: u64,
-    /// The mount's own listener limit from `/admin/stats`; `None` when
-    /// unlimited or unknown.
-    pub max_listeners: Option<u64>,
-}
 
 /// Why a status body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,6 +106,7 @@ pub fn parse_status_json(body: &[u8]) -> Result<EdgeStatus, ParseError> {
     Ok(EdgeStatus {
         mounts,
         lenient: false,
+        bw_out_bps: None,
     })
 }
 
@@ -175,6 +143,7 @@ pub fn scan_lenient(body: &[u8]) -> Option<EdgeStatus> {
     Some(EdgeStatus {
         mounts,
         lenient: true,
+        bw_out_bps: None,
     })
 }
 

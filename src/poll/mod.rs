@@ -2,21 +2,32 @@
 //! `poll.interval`, applies rise/fall hysteresis, and publishes a new
 //! [`Snapshot`](crate::balance::Snapshot).
 //!
+//! Probes only fetch and parse ([`Observation`]); what an observation means
+//! across polls (an RTMP stream missing from one answer, an HLS playlist
+//! that stopped moving) is decided here, in [`Track::interpret`].
+//!
 //! Every edge is polled concurrently, each poll bounded by `poll.timeout`
 //! (which config validation keeps at or under `poll.interval`), so a slow or
 //! dead edge never delays the others or the next round.
 
 pub mod health;
+pub mod hls;
 pub mod icecast;
+pub mod rtmp;
+pub mod status;
 
+use crate::balance::sessions::SessionTable;
 use crate::balance::{EdgeHealth, Snapshot};
-use crate::config::{Edge, EdgeKind, PollSettings};
+use crate::config::{Config, Edge, EdgeKind, PollSettings, StreamKind};
 use crate::state::State;
 use async_trait::async_trait;
 use health::Hysteresis;
-use icecast::EdgeStatus;
+use hls::{Freshness, PlaylistObs};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use rtmp::RtmpStat;
+use status::{EdgeStatus, MountStatus};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex;
@@ -42,6 +53,9 @@ pub enum ProbeError {
     /// The body was read but is not a status document.
     #[error("{0}")]
     Parse(#[from] icecast::ParseError),
+    /// An HLS playlist could not be read.
+    #[error("{0}")]
+    Playlist(#[from] hls::HlsError),
 }
 
 impl ProbeError {
@@ -53,17 +67,29 @@ impl ProbeError {
             ProbeError::Status(_) => "status",
             ProbeError::Body(_) => "body",
             ProbeError::TooLarge(_) => "too_large",
-            ProbeError::Parse(_) => "parse",
+            ProbeError::Parse(_) | ProbeError::Playlist(_) => "parse",
         }
     }
 }
 
-/// The result of one probe: the edge's status, and a non-fatal note (e.g.
-/// the optional admin poll failed).
+/// What one probe saw, before any memory of earlier polls is applied.
+#[derive(Debug, Clone)]
+pub enum Observation {
+    /// Icecast: the status, complete in itself.
+    Icecast(EdgeStatus),
+    /// nginx-rtmp: the answering worker's `/stat`.
+    Rtmp(RtmpStat),
+    /// HLS web server: each asked playlist path with its media playlist
+    /// (a master's first variant) or why it could not be read.
+    Hls(Vec<(String, Result<hls::MediaObs, String>)>),
+}
+
+/// The result of one probe: what was seen, and a non-fatal note (e.g. the
+/// optional admin poll failed).
 #[derive(Debug, Clone)]
 pub struct Probed {
     /// What the edge reported.
-    pub status: EdgeStatus,
+    pub observation: Observation,
     /// A failure of an optional extra request, shown in /status.json.
     pub admin_error: Option<String>,
 }
@@ -71,8 +97,10 @@ pub struct Probed {
 /// Asks one edge for its status. One implementation per edge kind.
 #[async_trait]
 pub trait EdgeProbe: Send + Sync {
-    /// Poll `edge` once. The caller bounds the whole call by `poll.timeout`.
-    async fn probe(&self, edge: &Edge) -> Result<Probed, ProbeError>;
+    /// Poll `edge` once; `paths` are the HLS playlist paths of the streams
+    /// it carries (empty for Icecast). The caller bounds the whole call by
+    /// `poll.timeout`.
+    async fn probe(&self, edge: &Edge, paths: &[String]) -> Result<Probed, ProbeError>;
 }
 
 /// HTTP GET with a body cap, shared by the probes.
@@ -168,7 +196,7 @@ impl IcecastProbe {
 
 #[async_trait]
 impl EdgeProbe for IcecastProbe {
-    async fn probe(&self, edge: &Edge) -> Result<Probed, ProbeError> {
+    async fn probe(&self, edge: &Edge, _paths: &[String]) -> Result<Probed, ProbeError> {
         let base = edge.url.as_str().trim_end_matches('/');
         let body = self
             .fetch
@@ -198,9 +226,100 @@ impl EdgeProbe for IcecastProbe {
             }
         }
         Ok(Probed {
-            status,
+            observation: Observation::Icecast(status),
             admin_error,
         })
+    }
+}
+
+/// Polls nginx-rtmp: `{url}/stat`.
+pub struct RtmpProbe {
+    fetch: Fetcher,
+}
+
+#[async_trait]
+impl EdgeProbe for RtmpProbe {
+    async fn probe(&self, edge: &Edge, _paths: &[String]) -> Result<Probed, ProbeError> {
+        let base = edge.url.as_str().trim_end_matches('/');
+        let body = self.fetch.get(&format!("{base}/stat"), None).await?;
+        Ok(Probed {
+            observation: Observation::Rtmp(rtmp::parse_stat(&body)?),
+            admin_error: None,
+        })
+    }
+}
+
+/// Polls a plain HLS web server: each stream's playlist (and, for a master,
+/// its first variant).
+pub struct HlsProbe {
+    fetch: Fetcher,
+}
+
+impl HlsProbe {
+    async fn media(&self, url: &str) -> Result<hls::MediaObs, ProbeError> {
+        let body = self.fetch.get(url, None).await?;
+        match hls::observe(&body)? {
+            PlaylistObs::Media(m) => Ok(m),
+            PlaylistObs::Master { first_variant } => {
+                let variant = url::Url::parse(url)
+                    .and_then(|u| u.join(&first_variant))
+                    .map_err(|e| ProbeError::Body(format!("variant URI `{first_variant}`: {e}")))?;
+                let body = self.fetch.get(variant.as_str(), None).await?;
+                match hls::observe(&body)? {
+                    PlaylistObs::Media(m) => Ok(m),
+                    PlaylistObs::Master { .. } => Err(ProbeError::Body(
+                        "a master playlist's variant is another master".into(),
+                    )),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EdgeProbe for HlsProbe {
+    async fn probe(&self, edge: &Edge, paths: &[String]) -> Result<Probed, ProbeError> {
+        let base = edge.url.as_str().trim_end_matches('/');
+        let results =
+            futures::future::join_all(paths.iter().map(|p| self.media_owned(format!("{base}{p}"))))
+                .await;
+        // The edge itself is down only when nothing could be fetched for a
+        // reason other than an HTTP answer (a 404 means it serves, but not
+        // that stream).
+        let all_failed = !results.is_empty() && results.iter().all(|r| r.is_err());
+        if all_failed {
+            if let Some(Err(e)) = results.iter().find(|r| {
+                !matches!(
+                    r,
+                    Err(ProbeError::Status(_)) | Err(ProbeError::Playlist(_)) | Ok(_)
+                )
+            }) {
+                return Err(e.clone());
+            }
+        }
+        if paths.is_empty() {
+            // Nothing to check: the server answering at all is the health.
+            match self.fetch.get(&format!("{base}/"), None).await {
+                Ok(_) | Err(ProbeError::Status(_)) | Err(ProbeError::TooLarge(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Probed {
+            observation: Observation::Hls(
+                paths
+                    .iter()
+                    .cloned()
+                    .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string())))
+                    .collect(),
+            ),
+            admin_error: None,
+        })
+    }
+}
+
+impl HlsProbe {
+    async fn media_owned(&self, url: String) -> Result<hls::MediaObs, ProbeError> {
+        self.media(&url).await
     }
 }
 
@@ -209,27 +328,154 @@ impl EdgeProbe for IcecastProbe {
 struct Track {
     hysteresis: Hysteresis,
     health: EdgeHealth,
+    /// nginx-rtmp: per RTMP stream name, when it was last seen publishing,
+    /// with its viewers and output then.
+    rtmp_seen: HashMap<String, (Instant, u64, u64)>,
+    /// HLS: per playlist path, its freshness memory.
+    hls_fresh: HashMap<String, Freshness>,
+    /// Per playlist path, why it is not live (shown in /status.json).
+    stream_errors: HashMap<String, String>,
+}
+
+impl Track {
+    /// Turn an observation into the edge's status, using and updating the
+    /// memory of earlier polls.
+    ///
+    /// nginx-rtmp with several workers answers `/stat` from whichever
+    /// worker takes the connection, and a stream may be missing from one
+    /// answer while it plays on: a stream stays live for `interval × fall`
+    /// after it was last seen publishing, with the figures seen then.
+    fn interpret(
+        &mut self,
+        obs: Observation,
+        streams: &[(String, String)],
+        poll: &PollSettings,
+        now: Instant,
+    ) -> EdgeStatus {
+        self.stream_errors.clear();
+        match obs {
+            Observation::Icecast(status) => status,
+            Observation::Rtmp(stat) => {
+                for s in stat.streams.iter().filter(|s| s.publishing) {
+                    self.rtmp_seen
+                        .insert(s.name.clone(), (now, s.viewers, s.bw_out_bps));
+                }
+                let keep = poll.interval * poll.fall;
+                self.rtmp_seen
+                    .retain(|_, (seen, _, _)| now.duration_since(*seen) <= keep);
+                let mut mounts = Vec::new();
+                for (path, rtmp_name) in streams {
+                    match self.rtmp_seen.get(rtmp_name) {
+                        Some(&(_, viewers, _)) => mounts.push(MountStatus {
+                            mount: path.clone(),
+                            listeners: viewers,
+                            max_listeners: None,
+                        }),
+                        None => {
+                            self.stream_errors.insert(
+                                path.clone(),
+                                format!("RTMP stream `{rtmp_name}` is not publishing"),
+                            );
+                        }
+                    }
+                }
+                let listed: u64 = self.rtmp_seen.values().map(|(_, _, bw)| bw).sum();
+                EdgeStatus {
+                    mounts,
+                    lenient: false,
+                    bw_out_bps: Some(stat.bw_out_bps.max(listed)),
+                }
+            }
+            Observation::Hls(results) => {
+                let mut mounts = Vec::new();
+                for (path, result) in results {
+                    match result {
+                        Ok(media) => {
+                            let fresh = self
+                                .hls_fresh
+                                .entry(path.clone())
+                                .or_insert_with(|| Freshness::new(now));
+                            if fresh.update(&media, now) {
+                                mounts.push(MountStatus {
+                                    mount: path,
+                                    listeners: 0,
+                                    max_listeners: None,
+                                });
+                            } else {
+                                let why = if media.ended {
+                                    "playlist has EXT-X-ENDLIST".to_string()
+                                } else {
+                                    format!(
+                                        "playlist stale: unchanged for {:.1}s (target duration {}s)",
+                                        fresh.age(now).as_secs_f64(),
+                                        media.target_duration.as_secs()
+                                    )
+                                };
+                                self.stream_errors.insert(path, why);
+                            }
+                        }
+                        Err(e) => {
+                            self.hls_fresh.remove(&path);
+                            self.stream_errors.insert(path, e);
+                        }
+                    }
+                }
+                EdgeStatus {
+                    mounts,
+                    lenient: false,
+                    bw_out_bps: None,
+                }
+            }
+        }
+    }
+}
+
+/// Poller-owned state: per-edge tracks and the session table.
+struct PollState {
+    tracks: Vec<Track>,
+    sessions: SessionTable,
 }
 
 /// The background service that polls the farm and publishes snapshots.
 pub struct Poller {
     state: Arc<State>,
     icecast: Arc<dyn EdgeProbe>,
-    tracks: Mutex<Vec<Track>>,
+    rtmp: Arc<dyn EdgeProbe>,
+    hls: Arc<dyn EdgeProbe>,
+    inner: Mutex<PollState>,
+}
+
+/// For each edge, the HLS streams it carries: (playlist path, RTMP name).
+fn hls_streams_of(config: &Config) -> Vec<Vec<(String, String)>> {
+    let mut per_edge = vec![Vec::new(); config.edges.len()];
+    for s in config.streams.iter().filter(|s| s.kind == StreamKind::Hls) {
+        for &e in &s.edges {
+            per_edge[e].push((s.mount.clone(), s.rtmp_name.clone()));
+        }
+    }
+    per_edge
 }
 
 impl Poller {
-    /// A poller for the config in `state`'s current snapshot.
+    /// A poller for the config in `state`'s current snapshot; it reads HLS
+    /// sessions from `sessions`.
     ///
     /// # Errors
     /// When the HTTP client cannot be built (TLS backend).
-    pub fn new(state: Arc<State>) -> Result<Poller, reqwest::Error> {
+    pub fn new(state: Arc<State>, sessions: SessionTable) -> Result<Poller, reqwest::Error> {
         let poll = state.snapshot.load().config.poll;
         let fetch = Fetcher::new(&poll)?;
         Ok(Poller {
             state,
-            icecast: Arc::new(IcecastProbe::new(fetch)),
-            tracks: Mutex::new(Vec::new()),
+            icecast: Arc::new(IcecastProbe::new(fetch.clone())),
+            rtmp: Arc::new(RtmpProbe {
+                fetch: fetch.clone(),
+            }),
+            hls: Arc::new(HlsProbe { fetch }),
+            inner: Mutex::new(PollState {
+                tracks: Vec::new(),
+                sessions,
+            }),
         })
     }
 
@@ -238,26 +484,33 @@ impl Poller {
         let current = self.state.snapshot.load_full();
         let config = current.config.clone();
         let poll = config.poll;
-        let probes = config.edges.iter().map(|edge| {
+        let hls_streams = hls_streams_of(&config);
+        let probes = config.edges.iter().enumerate().map(|(i, edge)| {
             let probe = match edge.kind {
                 EdgeKind::Icecast => self.icecast.clone(),
+                EdgeKind::NginxRtmp => self.rtmp.clone(),
+                EdgeKind::Hls => self.hls.clone(),
             };
+            let paths: Vec<String> = hls_streams[i].iter().map(|(p, _)| p.clone()).collect();
             async move {
                 let started = Instant::now();
-                let result = match tokio::time::timeout(poll.timeout, probe.probe(edge)).await {
-                    Ok(Ok(p)) => Ok(p),
-                    Ok(Err(ProbeError::Timeout(_))) | Err(_) => {
-                        Err(ProbeError::Timeout(poll.timeout))
-                    }
-                    Ok(Err(e)) => Err(e),
-                };
+                let result =
+                    match tokio::time::timeout(poll.timeout, probe.probe(edge, &paths)).await {
+                        Ok(Ok(p)) => Ok(p),
+                        Ok(Err(ProbeError::Timeout(_))) | Err(_) => {
+                            Err(ProbeError::Timeout(poll.timeout))
+                        }
+                        Ok(Err(e)) => Err(e),
+                    };
                 (result, started.elapsed())
             }
         });
         let results = futures::future::join_all(probes).await;
 
-        let mut tracks = self.tracks.lock().await;
+        let mut inner = self.inner.lock().await;
+        let PollState { tracks, sessions } = &mut *inner;
         tracks.resize(config.edges.len(), Track::default());
+        let now = Instant::now();
         let mut refreshed = vec![false; config.edges.len()];
         let metrics = &self.state.metrics;
         for (i, (result, took)) in results.into_iter().enumerate() {
@@ -274,7 +527,9 @@ impl Poller {
                 Ok(p) => {
                     track.health.last_error = None;
                     track.health.admin_error = p.admin_error;
-                    track.health.status = Some(p.status);
+                    let status = track.interpret(p.observation, &hls_streams[i], &poll, now);
+                    track.health.stream_errors = track.stream_errors.clone();
+                    track.health.status = Some(status);
                     refreshed[i] = true;
                 }
                 Err(e) => {
@@ -295,14 +550,16 @@ impl Poller {
             track.health.up = track.hysteresis.is_up();
         }
         let health: Vec<EdgeHealth> = tracks.iter().map(|t| t.health.clone()).collect();
-        drop(tracks);
+        let session_counts = sessions.count(config.sticky.ttl, now);
+        drop(inner);
         let next = Snapshot::build(
             config,
             current.policy.clone(),
             &health,
             current.generation + 1,
             Some((&current, &refreshed)),
-        );
+        )
+        .with_sessions(session_counts);
         self.state.snapshot.store(Arc::new(next));
     }
 }
@@ -322,5 +579,64 @@ impl BackgroundService for Poller {
             }
         }
         tracing::debug!("poller stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn poll() -> PollSettings {
+        PollSettings {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(800),
+            rise: 1,
+            fall: 2,
+            max_body: 1 << 20,
+        }
+    }
+
+    fn stat(publishing: bool) -> Observation {
+        Observation::Rtmp(RtmpStat {
+            streams: if publishing {
+                vec![rtmp::RtmpStream {
+                    app: "live".into(),
+                    name: "stream".into(),
+                    publishing: true,
+                    viewers: 4,
+                    bw_out_bps: 1000,
+                }]
+            } else {
+                vec![]
+            },
+            bw_out_bps: 0,
+        })
+    }
+
+    #[test]
+    fn an_rtmp_stream_missing_from_one_worker_answer_stays_live_for_fall_intervals() {
+        let mut t = Track::default();
+        let streams = [("/hls/stream.m3u8".to_string(), "stream".to_string())];
+        let t0 = Instant::now();
+        let live = |s: &EdgeStatus| s.mount("/hls/stream.m3u8").map(|m| m.listeners);
+        assert_eq!(
+            live(&t.interpret(stat(true), &streams, &poll(), t0)),
+            Some(4)
+        );
+        // Another worker answers without the stream: still live, same viewers.
+        let s = t.interpret(stat(false), &streams, &poll(), t0 + Duration::from_secs(1));
+        assert_eq!(live(&s), Some(4));
+        let s = t.interpret(stat(false), &streams, &poll(), t0 + Duration::from_secs(2));
+        assert_eq!(live(&s), Some(4));
+        // Gone for longer than interval × fall: not live, with a reason.
+        let s = t.interpret(
+            stat(false),
+            &streams,
+            &poll(),
+            t0 + Duration::from_millis(2100),
+        );
+        assert_eq!(live(&s), None);
+        assert!(t.stream_errors["/hls/stream.m3u8"].contains("not publishing"));
     }
 }

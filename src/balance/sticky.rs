@@ -1,0 +1,177 @@
+//! Signed session tokens: which edge a session is on, until when.
+//!
+//! Shape: `{edge}.{expiry}.{session}.{mac}` where `edge` is the edge's name
+//! (`[a-z0-9_-]+`), `expiry` is Unix seconds (decimal), `session` is 16 hex
+//! digits, and `mac` is the unpadded base64url HMAC-SHA256 (RFC 2104,
+//! FIPS 180-4) of the first three fields joined by `.`. Every character is
+//! safe in a URL path segment and in a cookie value. Tokens are stateless:
+//! any instance holding the same secret verifies them.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// What a valid token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The edge's configured name.
+    pub edge: String,
+    /// Unix seconds after which the token is ignored.
+    pub expiry: u64,
+    /// Random id of the session, for counting.
+    pub session: u64,
+}
+
+/// Issues and verifies tokens with one secret.
+#[derive(Clone)]
+pub struct Sticky {
+    key: HmacSha256,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for Sticky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sticky")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sticky {
+    /// A signer with `secret` (any length; HMAC hashes long keys) whose
+    /// tokens last `ttl`.
+    pub fn new(secret: &[u8], ttl: Duration) -> Sticky {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let key = <HmacSha256 as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        Sticky { key, ttl }
+    }
+
+    /// A signer with a fresh random 32-byte secret.
+    pub fn random(ttl: Duration) -> Sticky {
+        let secret: [u8; 32] = rand::random();
+        Sticky::new(&secret, ttl)
+    }
+
+    /// How long tokens last.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A new token for a new session on `edge`, valid for the ttl from `now`.
+    pub fn issue(&self, edge: &str, now: SystemTime) -> (String, Claims) {
+        let claims = Claims {
+            edge: edge.to_string(),
+            expiry: unix(now) + self.ttl.as_secs(),
+            session: rand::random(),
+        };
+        (self.sign(&claims), claims)
+    }
+
+    /// The same session on another edge (a move after its edge failed).
+    pub fn reissue(&self, session: u64, edge: &str, now: SystemTime) -> (String, Claims) {
+        let claims = Claims {
+            edge: edge.to_string(),
+            expiry: unix(now) + self.ttl.as_secs(),
+            session,
+        };
+        (self.sign(&claims), claims)
+    }
+
+    /// The token for `claims`.
+    pub fn sign(&self, claims: &Claims) -> String {
+        let body = format!("{}.{}.{:016x}", claims.edge, claims.expiry, claims.session);
+        let mut mac = self.key.clone();
+        mac.update(body.as_bytes());
+        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{body}.{tag}")
+    }
+
+    /// The claims of `token` if its MAC is right and it has not expired at
+    /// `now`; `None` for anything forged, tampered, expired or malformed.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Option<Claims> {
+        if token.len() > 200 {
+            return None;
+        }
+        let (body, tag) = token.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let mut mac = self.key.clone();
+        mac.update(body.as_bytes());
+        // Constant-time comparison.
+        mac.verify_slice(&tag).ok()?;
+        let mut parts = body.split('.');
+        let edge = parts.next()?;
+        let expiry: u64 = parts.next()?.parse().ok()?;
+        let session_hex = parts.next()?;
+        if parts.next().is_some() || session_hex.len() != 16 {
+            return None;
+        }
+        let session = u64::from_str_radix(session_hex, 16).ok()?;
+        if unix(now) >= expiry {
+            return None;
+        }
+        Some(Claims {
+            edge: edge.to_string(),
+            expiry,
+            session,
+        })
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn round_trip_and_path_safe() {
+        let s = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(3600));
+        let (token, claims) = s.issue("edge-1", now());
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "{token}"
+        );
+        assert_eq!(s.verify(&token, now()), Some(claims.clone()));
+        assert_eq!(claims.expiry, 1_800_003_600);
+        // Another instance with the same secret agrees.
+        let other = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(60));
+        assert_eq!(other.verify(&token, now()), Some(claims));
+    }
+
+    #[test]
+    fn forged_tampered_expired_and_junk_are_ignored() {
+        let s = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(3600));
+        let (token, _) = s.issue("a", now());
+        let stranger = Sticky::new(b"another secret entirely", Duration::from_secs(3600));
+        assert_eq!(stranger.verify(&token, now()), None);
+        let moved = token.replacen("a.", "b.", 1);
+        assert_eq!(s.verify(&moved, now()), None);
+        let later = token.replace("1800003600", "1900003600");
+        assert_eq!(s.verify(&later, now()), None);
+        assert_eq!(s.verify(&token, now() + Duration::from_secs(3600)), None);
+        for junk in ["", ".", "a.b.c.d", "a.1.zz.AAAA", &"x".repeat(500)] {
+            assert_eq!(s.verify(junk, now()), None, "{junk}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_strings_never_verify_or_panic(t in ".{0,120}") {
+            let s = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(3600));
+            proptest::prop_assert!(s.verify(&t, now()).is_none());
+        }
+    }
+}
