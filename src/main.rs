@@ -106,7 +106,8 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     let (state, sessions) = State::new(config).context("registering metrics")?;
 
-    let mut front = http_proxy_service(&server.configuration, FrontDoor::new(state.clone()));
+    let door = FrontDoor::new(state.clone()).context("building the playlist HTTP client")?;
+    let mut front = http_proxy_service(&server.configuration, door);
     for addr in &listen {
         front.add_tcp(&addr.to_string());
     }

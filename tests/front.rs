@@ -116,7 +116,7 @@ fn head_unknown_paths_and_methods() {
     }
     let (code, headers, _) = http_request("POST", &url("/apple.m3u"), &[("Content-Length", "0")]);
     assert_eq!(code, 405);
-    assert_eq!(header(&headers, "allow"), Some("GET, HEAD"));
+    assert_eq!(header(&headers, "allow"), Some("GET, HEAD, OPTIONS"));
     let _ = &f.ice;
 }
 

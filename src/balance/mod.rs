@@ -294,16 +294,90 @@ impl Snapshot {
     }
 
     /// Choose an edge for one new listener of stream `stream` (an index from
-    /// [`Snapshot::stream`]) and count the assignment.
+    /// [`Snapshot::stream`]) with the policy, and count the assignment.
     ///
     /// Eligible: up, listed for the stream, the mount live on it, and under
-    /// both the edge's `max_listeners` and the mount's own limit. The
-    /// fallback mount is tried only when the mount is live on no eligible
-    /// edge.
+    /// the edge's `max_listeners` and `max_bandwidth` and the mount's own
+    /// limit. The fallback mount is tried only when the mount is live on no
+    /// eligible edge.
     ///
     /// # Errors
     /// [`NoEdge`] with the reason when no edge is eligible.
     pub fn choose(&self, stream: usize) -> Result<Choice<'_>, NoEdge> {
+        let (candidates, mount, fallback) = self.candidates(stream)?;
+        let picked = candidates[self.policy.pick(&candidates).min(candidates.len() - 1)];
+        Ok(self.assign(picked.edge, mount, fallback))
+    }
+
+    /// Choose an edge for a session whose edge failed: the same session
+    /// always lands on the same edge while the eligible set is unchanged
+    /// (rendezvous hashing on the session id), so a player that keeps
+    /// asking with its old token is not bounced between edges. Counts the
+    /// assignment.
+    ///
+    /// # Errors
+    /// [`NoEdge`] when no edge is eligible.
+    pub fn choose_for_session(&self, stream: usize, session: u64) -> Result<Choice<'_>, NoEdge> {
+        let (candidates, mount, fallback) = self.candidates(stream)?;
+        let score = |c: &Candidate| {
+            let name = &self.config.edges[c.edge].name;
+            // FNV-1a over the session id and the edge name: stable across
+            // processes and versions, unlike std's randomised hasher.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in session.to_le_bytes().iter().chain(name.as_bytes()) {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h
+        };
+        let picked = candidates
+            .iter()
+            .max_by_key(|c| score(c))
+            .copied()
+            .ok_or(NoEdge::Full)?;
+        Ok(self.assign(picked.edge, mount, fallback))
+    }
+
+    /// Whether some edge could take a new listener of `stream` now (no
+    /// assignment is counted).
+    ///
+    /// # Errors
+    /// [`NoEdge`] with the reason when none could.
+    pub fn available(&self, stream: usize) -> Result<(), NoEdge> {
+        self.candidates(stream).map(|_| ())
+    }
+
+    /// Whether a session already on `edge` may stay there: the edge is up,
+    /// listed for the stream and carries its mount live. A full edge keeps
+    /// its sessions (they are already counted in its load).
+    pub fn session_may_stay(&self, stream: usize, edge: usize) -> bool {
+        let conf = &self.config.streams[stream];
+        let view = &self.edges[edge];
+        conf.edges.contains(&edge)
+            && view.health.up
+            && view
+                .health
+                .status
+                .as_ref()
+                .is_some_and(|s| s.mount(&conf.mount).is_some())
+    }
+
+    /// Index of the edge named `name`.
+    pub fn edge_named(&self, name: &str) -> Option<usize> {
+        self.config.edges.iter().position(|e| e.name == name)
+    }
+
+    fn assign<'a>(&'a self, edge: usize, mount: &'a str, fallback: bool) -> Choice<'a> {
+        self.edges[edge].assigned.fetch_add(1, Ordering::Relaxed);
+        Choice {
+            edge,
+            mount,
+            fallback,
+        }
+    }
+
+    /// The eligible edges of a stream for its mount, else for its fallback.
+    fn candidates(&self, stream: usize) -> Result<(Vec<Candidate>, &str, bool), NoEdge> {
         let conf = &self.config.streams[stream];
         let mut candidates: Vec<Candidate> = Vec::with_capacity(conf.edges.len());
         let mut any_up = false;
@@ -345,15 +419,7 @@ impl Snapshot {
                 });
             }
             if !candidates.is_empty() {
-                let picked = candidates[self.policy.pick(&candidates).min(candidates.len() - 1)];
-                self.edges[picked.edge]
-                    .assigned
-                    .fetch_add(1, Ordering::Relaxed);
-                return Ok(Choice {
-                    edge: picked.edge,
-                    mount,
-                    fallback,
-                });
+                return Ok((candidates, mount, fallback));
             }
         }
         Err(if !any_up {
@@ -509,6 +575,26 @@ streams:
         assert_eq!(s.choose(0), Err(NoEdge::AllDown));
         let s = snap(config(""), &[up(&[("/other", 0)]), up(&[])]);
         assert_eq!(s.choose(0), Err(NoEdge::NotLive));
+    }
+
+    #[test]
+    fn a_failed_session_lands_on_the_same_edge_every_time() {
+        let cfg = config(r#"- { name: c, kind: icecast, url: "http://c.example" }"#);
+        let s = snap(
+            cfg,
+            &[up(&[("/air", 0)]), up(&[("/air", 0)]), up(&[("/air", 0)])],
+        );
+        for session in [1u64, 99, 12345, u64::MAX] {
+            let first = s.choose_for_session(0, session).unwrap().edge;
+            for _ in 0..10 {
+                assert_eq!(s.choose_for_session(0, session).unwrap().edge, first);
+            }
+        }
+        let spread: std::collections::HashSet<usize> = (0..64)
+            .map(|k| s.choose_for_session(0, k).unwrap().edge)
+            .collect();
+        assert_eq!(spread.len(), 3, "sessions spread over every edge");
+        assert!(s.session_may_stay(0, 1));
     }
 
     #[test]

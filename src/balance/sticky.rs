@@ -94,6 +94,13 @@ impl Sticky {
     /// The claims of `token` if its MAC is right and it has not expired at
     /// `now`; `None` for anything forged, tampered, expired or malformed.
     pub fn verify(&self, token: &str, now: SystemTime) -> Option<Claims> {
+        self.authentic(token).filter(|c| unix(now) < c.expiry)
+    }
+
+    /// The claims of a token whose MAC is right, expired or not. An expired
+    /// token must not choose an edge; its session id may still be reused so
+    /// that a player that keeps asking with it counts as one session.
+    pub fn authentic(&self, token: &str) -> Option<Claims> {
         if token.len() > 200 {
             return None;
         }
@@ -111,9 +118,6 @@ impl Sticky {
             return None;
         }
         let session = u64::from_str_radix(session_hex, 16).ok()?;
-        if unix(now) >= expiry {
-            return None;
-        }
         Some(Claims {
             edge: edge.to_string(),
             expiry,

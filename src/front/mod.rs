@@ -13,50 +13,124 @@
 //! `write_response_header`/`write_response_body` so the client's keep-alive
 //! connection stays open (pingora's error helpers close it).
 
+pub mod cors;
+pub mod hls;
 pub mod playlist;
 
+use crate::balance::sessions::Seen;
 use crate::balance::{NoEdge, Snapshot};
+use crate::config::{StreamKind, StreamMode};
 use crate::state::State;
 use async_trait::async_trait;
 use bytes::Bytes;
+use cors::CorsHeaders;
 use http::Method;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use playlist::Format;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Bound on fetching one playlist from an edge in rewrite mode. Long enough
+/// for an LL-HLS blocking reload (`_HLS_msn`), which an edge may hold for
+/// up to three part target durations.
+pub const PLAYLIST_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest edge playlist accepted for rewriting, bytes.
+pub const MAX_PLAYLIST_BYTES: usize = 4 << 20;
 
 /// What a request asks for, from its path alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// A playlist of a stream: `/{stream}.{m3u|pls|xspf}`.
+    /// `/{stream}.{m3u|pls|xspf}`: a playlist of an Icecast stream.
     Playlist(&'a str, Format),
-    /// A redirect to a stream: `/{stream}`.
-    Redirect(&'a str),
+    /// `/{stream}.m3u8`: the entry of an HLS stream.
+    HlsEntry(&'a str),
+    /// `/{stream}`: an Icecast stream (302 or proxied body).
+    Stream(&'a str),
+    /// `/{stream}/s/{token}{rest}`: a request inside an HLS session.
+    Session {
+        /// Stream name.
+        stream: &'a str,
+        /// Session token.
+        token: &'a str,
+        /// Path on the edge, starting with `/`.
+        rest: &'a str,
+    },
+    /// `/{stream}{rest}`: a proxied HLS request whose session is in a cookie.
+    Sub {
+        /// Stream name.
+        stream: &'a str,
+        /// Path on the edge, starting with `/`.
+        rest: &'a str,
+    },
     /// Nothing castgate serves.
     NotFound,
 }
 
-/// Split a request path into a route. Stream names are `[a-z0-9_-]+`, so
-/// anything else (more segments, dots, encodings) is not found.
+/// Split a request path into a route. Stream names are `[a-z0-9_-]+`; an
+/// edge path must be plain (no `.`/`..` segments, no `%`, no empty
+/// segments), so nothing outside a stream's directory can be reached.
 pub fn route(path: &str) -> Route<'_> {
     let Some(rest) = path.strip_prefix('/') else {
         return Route::NotFound;
     };
+    let valid = crate::config::validate::valid_name;
+    if let Some((name, sub)) = rest.split_once('/') {
+        if !valid(name) {
+            return Route::NotFound;
+        }
+        let sub_path = &rest[name.len()..];
+        if let Some(after) = sub.strip_prefix("s/") {
+            let (token, tail) = after.split_once('/').unwrap_or((after, ""));
+            let tail_path = &after[token.len()..];
+            if token.is_empty() || tail.is_empty() || !plain_path(tail_path) {
+                return Route::NotFound;
+            }
+            return Route::Session {
+                stream: name,
+                token,
+                rest: tail_path,
+            };
+        }
+        if !plain_path(sub_path) {
+            return Route::NotFound;
+        }
+        return Route::Sub {
+            stream: name,
+            rest: sub_path,
+        };
+    }
     let (name, ext) = match rest.rsplit_once('.') {
         Some((name, ext)) => (name, Some(ext)),
         None => (rest, None),
     };
-    if !crate::config::validate::valid_name(name) {
+    if !valid(name) {
         return Route::NotFound;
     }
     match ext {
-        None => Route::Redirect(name),
+        None => Route::Stream(name),
+        Some("m3u8") => Route::HlsEntry(name),
         Some(ext) => match Format::from_extension(ext) {
             Some(f) => Route::Playlist(name, f),
             None => Route::NotFound,
         },
     }
+}
+
+/// `/a/b.ts`: segments of safe characters, none empty, `.` or `..`.
+fn plain_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() < 1024
+        && p[1..].split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b))
+        })
 }
 
 /// A complete answer to one request.
@@ -72,6 +146,8 @@ pub struct Answer {
     pub retry_after: Option<u64>,
     /// `Allow` for a 405.
     pub allow: Option<&'static str>,
+    /// `Set-Cookie` (proxy-mode session).
+    pub set_cookie: Option<String>,
     /// The body (sent for GET, its length announced for HEAD too).
     pub body: Bytes,
     /// Index of the stream answered, for metrics.
@@ -90,77 +166,400 @@ impl Answer {
             location: None,
             retry_after: None,
             allow: None,
+            set_cookie: None,
             body: Bytes::from(body),
             stream: None,
             format: "-",
             edge: None,
         }
     }
+
+    fn redirect(location: String) -> Answer {
+        let mut a = Answer::text(302, String::new());
+        a.location = Some(location);
+        a
+    }
+
+    fn for_stream(mut self, stream: usize, format: &'static str, edge: Option<usize>) -> Answer {
+        self.stream = Some(stream);
+        self.format = format;
+        self.edge = edge;
+        self
+    }
 }
 
-/// Answer one request from a snapshot. Pure except for the assignment
-/// counter it bumps on the chosen edge.
-pub fn answer(snap: &Snapshot, method: &Method, path: &str, query: Option<&str>) -> Answer {
-    let route = route(path);
-    let (name, format) = match route {
-        Route::Playlist(name, f) => (name, Some(f)),
-        Route::Redirect(name) => (name, None),
-        Route::NotFound => return Answer::text(404, "404 not found\n".into()),
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Answer at once.
+    Answer(Answer),
+    /// Fetch a playlist from an edge, rewrite it, answer it (rewrite mode).
+    Rewrite(RewriteJob),
+    /// Proxy the request to an edge through pingora (proxy mode).
+    Proxy(ProxyJob),
+}
+
+/// A playlist to fetch and rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewriteJob {
+    /// Stream index.
+    pub stream: usize,
+    /// Edge index.
+    pub edge: usize,
+    /// Path on the edge (below its base URL), starting with `/`.
+    pub rest: String,
+    /// The request's query string (LL-HLS `_HLS_msn`, `_HLS_part`, ...).
+    pub query: Option<String>,
+    /// The session's token, for the castgate URLs in the answer.
+    pub token: String,
+}
+
+/// A request to carry to an edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyJob {
+    /// Stream index.
+    pub stream: usize,
+    /// Edge index.
+    pub edge: usize,
+    /// Path and query to ask the edge for.
+    pub path_and_query: String,
+    /// `Set-Cookie` to add to the edge's answer.
+    pub set_cookie: Option<String>,
+    /// `format` metric label.
+    pub format: &'static str,
+    /// Whether this request is a new listener (counted as an assignment).
+    pub assigned: bool,
+}
+
+/// What castgate knows of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Path.
+    pub path: &'a str,
+    /// Query string without `?`.
+    pub query: Option<&'a str>,
+    /// `Host` header.
+    pub host: Option<&'a str>,
+    /// `Cookie` header.
+    pub cookie: Option<&'a str>,
+}
+
+/// The name of a stream's session cookie.
+pub fn cookie_name(stream: &str) -> String {
+    format!("castgate_{stream}")
+}
+
+fn cookie_value<'a>(cookie: Option<&'a str>, name: &str) -> Option<&'a str> {
+    cookie?.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+fn with_query(base: String, query: Option<&str>) -> String {
+    match query {
+        Some(q) if !q.is_empty() => format!("{base}?{q}"),
+        _ => base,
+    }
+}
+
+/// The session a request belongs to, and the edge serving it.
+struct SessionPick {
+    edge: usize,
+    token: String,
+    session: u64,
+    /// The token's own edge could not keep it: a new token was made.
+    moved: bool,
+    /// A brand-new session (no authentic token came in).
+    new: bool,
+}
+
+/// Decide what to do with a request. Pure but for the assignment counters
+/// it bumps and the clock it reads.
+pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
+    let route = route(req.path);
+    let name = match route {
+        Route::Playlist(n, _) | Route::HlsEntry(n) | Route::Stream(n) => n,
+        Route::Session { stream, .. } | Route::Sub { stream, .. } => stream,
+        Route::NotFound => return Action::Answer(Answer::text(404, "404 not found\n".into())),
     };
     let Some(stream) = snap.stream(name) else {
-        return Answer::text(404, format!("404 no stream named `{name}`\n"));
+        return Action::Answer(Answer::text(404, format!("404 no stream named `{name}`\n")));
     };
-    let format_label = format.map_or("redirect", Format::label);
-    if method != Method::GET && method != Method::HEAD {
-        let mut a = Answer::text(405, "405 only GET and HEAD\n".into());
-        a.allow = Some("GET, HEAD");
-        a.stream = Some(stream);
-        a.format = format_label;
-        return a;
-    }
-    let choice = match snap.choose(stream) {
-        Ok(c) => c,
-        Err(why) => {
-            let mut a = Answer::text(503, format!("503 {name}: {}\n", why.reason()));
-            a.retry_after = Some(retry_after(snap, why));
-            a.stream = Some(stream);
-            a.format = format_label;
-            return a;
-        }
-    };
-    let url = snap.listen_url(&choice);
     let conf = &snap.config.streams[stream];
-    let mut a = match format {
-        Some(f) => Answer {
-            status: 200,
-            content_type: f.content_type(),
-            location: None,
-            retry_after: None,
-            allow: None,
-            body: Bytes::from(playlist::render(f, &url, &conf.title)),
-            stream: None,
-            format: "",
-            edge: None,
-        },
-        None => {
-            let location = match query {
-                Some(q) if !q.is_empty() => format!("{url}?{q}"),
-                _ => url,
-            };
-            let mut a = Answer::text(302, String::new());
-            a.location = Some(location);
-            a
-        }
+    let format = match route {
+        Route::Playlist(_, f) => f.label(),
+        Route::Stream(_) if conf.mode == StreamMode::Proxy => "proxy",
+        Route::Stream(_) => "redirect",
+        Route::HlsEntry(_) => "m3u8",
+        Route::Session { rest, .. } | Route::Sub { rest, .. } if rest.ends_with(".m3u8") => "m3u8",
+        _ => "segment",
     };
-    a.stream = Some(stream);
-    a.format = format_label;
-    a.edge = Some(choice.edge);
-    a
+    if req.method != Method::GET && req.method != Method::HEAD {
+        let mut a = Answer::text(405, "405 only GET, HEAD and OPTIONS\n".into());
+        a.allow = Some("GET, HEAD, OPTIONS");
+        return Action::Answer(a.for_stream(stream, format, None));
+    }
+    let not_found = || {
+        Action::Answer(Answer::text(404, "404 not found\n".into()).for_stream(stream, format, None))
+    };
+    let unavailable = |why: NoEdge| {
+        let mut a = Answer::text(503, format!("503 {name}: {}\n", why.reason()));
+        a.retry_after = Some(retry_after(snap, why));
+        Action::Answer(a.for_stream(stream, format, None))
+    };
+    match (conf.kind, route) {
+        (StreamKind::Icecast, Route::Playlist(_, f)) => {
+            let (url, edge) = if conf.mode == StreamMode::Proxy {
+                // The player must come back here: point at our own URL; the
+                // edge is chosen when the stream itself is asked for.
+                if let Err(why) = snap.available(stream) {
+                    return unavailable(why);
+                }
+                match req.host {
+                    Some(h) if valid_host(h) => (format!("http://{h}/{name}"), None),
+                    _ => {
+                        return Action::Answer(
+                            Answer::text(400, "400 a Host header is needed\n".into())
+                                .for_stream(stream, format, None),
+                        )
+                    }
+                }
+            } else {
+                match snap.choose(stream) {
+                    Ok(c) => (snap.listen_url(&c), Some(c.edge)),
+                    Err(why) => return unavailable(why),
+                }
+            };
+            let mut a = Answer::text(200, String::new());
+            a.content_type = f.content_type();
+            a.body = Bytes::from(playlist::render(f, &url, &conf.title));
+            Action::Answer(a.for_stream(stream, format, edge))
+        }
+        (StreamKind::Icecast, Route::Stream(_)) => {
+            let choice = match snap.choose(stream) {
+                Ok(c) => c,
+                Err(why) => return unavailable(why),
+            };
+            if conf.mode == StreamMode::Proxy {
+                Action::Proxy(ProxyJob {
+                    stream,
+                    edge: choice.edge,
+                    path_and_query: with_query(choice.mount.to_string(), req.query),
+                    set_cookie: None,
+                    format,
+                    assigned: true,
+                })
+            } else {
+                let location = with_query(snap.listen_url(&choice), req.query);
+                Action::Answer(Answer::redirect(location).for_stream(
+                    stream,
+                    format,
+                    Some(choice.edge),
+                ))
+            }
+        }
+        (StreamKind::Hls, Route::HlsEntry(_)) => {
+            let choice = match snap.choose(stream) {
+                Ok(c) => c,
+                Err(why) => return unavailable(why),
+            };
+            let edge = choice.edge;
+            if conf.mode == StreamMode::Redirect {
+                let location = with_query(
+                    format!("{}{}", snap.edges[edge].public_base, conf.mount),
+                    req.query,
+                );
+                return Action::Answer(Answer::redirect(location).for_stream(
+                    stream,
+                    format,
+                    Some(edge),
+                ));
+            }
+            let (token, _) = state
+                .sticky
+                .issue(&snap.config.edges[edge].name, SystemTime::now());
+            let mut a = Answer::redirect(with_query(
+                format!("/{name}/s/{token}{}", conf.mount),
+                req.query,
+            ));
+            if conf.mode == StreamMode::Proxy {
+                a.set_cookie = Some(session_cookie(name, &token, state.sticky.ttl()));
+            }
+            Action::Answer(a.for_stream(stream, format, Some(edge)))
+        }
+        (StreamKind::Hls, Route::Session { token, rest, .. }) => {
+            if !under_stream_dir(&conf.mount, rest) {
+                return not_found();
+            }
+            let pick = match pick_session(snap, state, stream, Some(token)) {
+                Ok(p) => p,
+                Err(why) => return unavailable(why),
+            };
+            let is_playlist = rest.ends_with(".m3u8");
+            if is_playlist {
+                state.sessions.seen(Seen {
+                    session: pick.session,
+                    stream,
+                    edge: pick.edge,
+                    at: Instant::now(),
+                });
+            }
+            let assigned = pick.new || pick.moved;
+            match conf.mode {
+                StreamMode::Redirect => {
+                    let location = with_query(
+                        format!("{}{rest}", snap.edges[pick.edge].public_base),
+                        req.query,
+                    );
+                    Action::Answer(Answer::redirect(location).for_stream(
+                        stream,
+                        format,
+                        assigned.then_some(pick.edge),
+                    ))
+                }
+                StreamMode::Rewrite if !is_playlist => not_found(),
+                _ if pick.moved && is_playlist => {
+                    // The session moves: its URLs carry the new token.
+                    let mut a = Answer::redirect(with_query(
+                        format!("/{name}/s/{}{rest}", pick.token),
+                        req.query,
+                    ));
+                    if conf.mode == StreamMode::Proxy {
+                        a.set_cookie = Some(session_cookie(name, &pick.token, state.sticky.ttl()));
+                    }
+                    Action::Answer(a.for_stream(stream, format, Some(pick.edge)))
+                }
+                StreamMode::Rewrite => Action::Rewrite(RewriteJob {
+                    stream,
+                    edge: pick.edge,
+                    rest: rest.to_string(),
+                    query: req.query.map(str::to_string),
+                    token: pick.token,
+                }),
+                StreamMode::Proxy => Action::Proxy(ProxyJob {
+                    stream,
+                    edge: pick.edge,
+                    path_and_query: with_query(rest.to_string(), req.query),
+                    set_cookie: None,
+                    format,
+                    assigned,
+                }),
+            }
+        }
+        (StreamKind::Hls, Route::Sub { rest, .. }) if conf.mode == StreamMode::Proxy => {
+            if !under_stream_dir(&conf.mount, rest) {
+                return not_found();
+            }
+            let token = cookie_value(req.cookie, &cookie_name(name));
+            let pick = match pick_session(snap, state, stream, token) {
+                Ok(p) => p,
+                Err(why) => return unavailable(why),
+            };
+            if rest.ends_with(".m3u8") {
+                state.sessions.seen(Seen {
+                    session: pick.session,
+                    stream,
+                    edge: pick.edge,
+                    at: Instant::now(),
+                });
+            }
+            let changed = pick.moved || pick.new;
+            Action::Proxy(ProxyJob {
+                stream,
+                edge: pick.edge,
+                path_and_query: with_query(rest.to_string(), req.query),
+                set_cookie: changed.then(|| session_cookie(name, &pick.token, state.sticky.ttl())),
+                format,
+                assigned: changed,
+            })
+        }
+        _ => not_found(),
+    }
+}
+
+/// `Host` values castgate will write into a playlist.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() < 256
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+}
+
+/// Whether `rest` lies in the directory of the stream's playlist path.
+fn under_stream_dir(path: &str, rest: &str) -> bool {
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    rest.starts_with(dir)
+}
+
+fn session_cookie(stream: &str, token: &str, ttl: Duration) -> String {
+    format!(
+        "{}={token}; Path=/{stream}/; Max-Age={}; HttpOnly; SameSite=Lax",
+        cookie_name(stream),
+        ttl.as_secs()
+    )
+}
+
+/// The edge of a session: its token's edge while that edge may keep it;
+/// else a new token on another edge (same session id when the token was
+/// authentic, so the move is stable); else a new session on the
+/// least-loaded edge.
+fn pick_session(
+    snap: &Snapshot,
+    state: &State,
+    stream: usize,
+    token: Option<&str>,
+) -> Result<SessionPick, NoEdge> {
+    let now = SystemTime::now();
+    let authentic = token.and_then(|t| state.sticky.authentic(t));
+    if let (Some(t), Some(claims)) = (token, state.sticky.verify(token.unwrap_or(""), now)) {
+        if let Some(edge) = snap.edge_named(&claims.edge) {
+            if snap.session_may_stay(stream, edge) {
+                return Ok(SessionPick {
+                    edge,
+                    token: t.to_string(),
+                    session: claims.session,
+                    moved: false,
+                    new: false,
+                });
+            }
+        }
+    }
+    match authentic {
+        Some(old) => {
+            let choice = snap.choose_for_session(stream, old.session)?;
+            let name = &snap.config.edges[choice.edge].name;
+            let (token, claims) = state.sticky.reissue(old.session, name, now);
+            Ok(SessionPick {
+                edge: choice.edge,
+                token,
+                session: claims.session,
+                moved: true,
+                new: false,
+            })
+        }
+        None => {
+            let choice = snap.choose(stream)?;
+            let name = &snap.config.edges[choice.edge].name;
+            let (new_token, claims) = state.sticky.issue(name, now);
+            Ok(SessionPick {
+                edge: choice.edge,
+                token: new_token,
+                session: claims.session,
+                // A forged or unknown token in a session URL: the player
+                // gets a proper session URL.
+                moved: token.is_some(),
+                new: true,
+            })
+        }
+    }
 }
 
 /// Seconds a client should wait before asking again: one poll interval
 /// when edges are up but full or not live (the next poll may change it),
-/// `fall` intervals when all are down. At least 1.
+/// `rise` intervals when all are down. At least 1.
 fn retry_after(snap: &Snapshot, why: NoEdge) -> u64 {
     let poll = &snap.config.poll;
     let wait = match why {
@@ -170,43 +569,135 @@ fn retry_after(snap: &Snapshot, why: NoEdge) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// Per-request state of the front door.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    proxy: Option<ProxyJob>,
+    cors: CorsHeaders,
+}
+
 /// The pingora front-door service.
 pub struct FrontDoor {
     state: Arc<State>,
+    client: reqwest::Client,
 }
 
 impl FrontDoor {
     /// A front door answering from `state`.
-    pub fn new(state: Arc<State>) -> Self {
-        FrontDoor { state }
+    ///
+    /// # Errors
+    /// When the HTTP client for rewrite mode cannot be built.
+    pub fn new(state: Arc<State>) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("castgate/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(PLAYLIST_FETCH_TIMEOUT)
+            .build()?;
+        Ok(FrontDoor { state, client })
     }
 
-    fn count(&self, snap: &Snapshot, a: &Answer) {
+    fn count(
+        &self,
+        snap: &Snapshot,
+        stream: Option<usize>,
+        format: &str,
+        status: u16,
+        edge: Option<usize>,
+    ) {
         let m = &self.state.metrics;
-        let stream = a
-            .stream
-            .map_or("-", |s| snap.config.streams[s].name.as_str());
-        let code = match a.status {
+        let stream_name = stream.map_or("-", |s| snap.config.streams[s].name.as_str());
+        let code = match status {
             200 => "200",
+            204 => "204",
+            206 => "206",
             302 => "302",
+            400 => "400",
             404 => "404",
             405 => "405",
+            502 => "502",
             503 => "503",
             _ => "other",
         };
         m.requests
-            .with_label_values(&[stream, a.format, code])
+            .with_label_values(&[stream_name, format, code])
             .inc();
-        if let Some(e) = a.edge {
+        if let Some(e) = edge {
             m.assignments
-                .with_label_values(&[stream, &snap.config.edges[e].name])
+                .with_label_values(&[stream_name, &snap.config.edges[e].name])
                 .inc();
         }
     }
+
+    /// Fetch a playlist from the job's edge and rewrite it.
+    async fn rewrite(&self, snap: &Snapshot, job: &RewriteJob) -> Answer {
+        let conf = &snap.config.streams[job.stream];
+        let edge = &snap.config.edges[job.edge];
+        let fetch_url = with_query(
+            format!("{}{}", edge.url.as_str().trim_end_matches('/'), job.rest),
+            job.query.as_deref(),
+        );
+        let fail = |status: u16, why: String| {
+            Answer::text(
+                status,
+                format!("{status} {}: edge {}: {why}\n", conf.name, edge.name),
+            )
+            .for_stream(job.stream, "m3u8", None)
+        };
+        let resp = match self.client.get(&fetch_url).send().await {
+            Ok(r) => r,
+            Err(e) => return fail(502, format!("fetching the playlist failed: {e}")),
+        };
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return fail(
+                if status == 404 { 404 } else { 502 },
+                format!("answered {status}"),
+            );
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_PLAYLIST_BYTES as u64)
+        {
+            return fail(502, "playlist too large".into());
+        }
+        let body = match resp.bytes().await {
+            Ok(b) if b.len() <= MAX_PLAYLIST_BYTES => b,
+            Ok(_) => return fail(502, "playlist too large".into()),
+            Err(e) => return fail(502, format!("reading the playlist failed: {e}")),
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return fail(502, "playlist is not UTF-8".into());
+        };
+        if !text.starts_with("#EXTM3U") {
+            return fail(502, "not an HLS playlist".into());
+        }
+        let public = &edge.public_url;
+        let Ok(playlist_url) = url::Url::parse(&format!(
+            "{}{}",
+            public.as_str().trim_end_matches('/'),
+            job.rest
+        )) else {
+            return fail(502, "bad playlist URL".into());
+        };
+        let prefix = format!("/{}/s/{}", conf.name, job.token);
+        let out = hls::rewrite(
+            text,
+            &hls::Target {
+                playlist_url: &playlist_url,
+                edge_base: public,
+                session_prefix: &prefix,
+            },
+        );
+        let mut a = Answer::text(200, out);
+        a.content_type = "application/vnd.apple.mpegurl";
+        a.for_stream(job.stream, "m3u8", None)
+    }
 }
 
-fn header(a: &Answer) -> Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(a.status, Some(6))?;
+fn header(a: &Answer, cors: &CorsHeaders) -> Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(a.status, Some(8))?;
     h.insert_header(http::header::CONTENT_TYPE, a.content_type)?;
     h.insert_header(http::header::CONTENT_LENGTH, a.body.len())?;
     h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -219,36 +710,163 @@ fn header(a: &Answer) -> Result<ResponseHeader> {
     if let Some(allow) = a.allow {
         h.insert_header(http::header::ALLOW, allow)?;
     }
+    if let Some(c) = &a.set_cookie {
+        h.append_header(http::header::SET_COOKIE, c.as_str())?;
+    }
+    for (k, v) in cors.pairs() {
+        h.append_header(k, v)?;
+    }
     Ok(h)
+}
+
+async fn write(session: &mut Session, a: &Answer, cors: &CorsHeaders, is_head: bool) -> Result<()> {
+    session
+        .write_response_header(Box::new(header(a, cors)?), is_head)
+        .await?;
+    if !is_head {
+        session
+            .write_response_body(Some(a.body.clone()), true)
+            .await?;
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl ProxyHttp for FrontDoor {
-    type CTX = ();
+    type CTX = Ctx;
 
-    fn new_ctx(&self) -> Self::CTX {}
+    fn new_ctx(&self) -> Self::CTX {
+        Ctx::default()
+    }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
-        let snap = self.state.snapshot.load();
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let snap = self.state.snapshot.load_full();
         let req = session.req_header();
-        let a = answer(&snap, &req.method, req.uri.path(), req.uri.query());
+        let text =
+            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        ctx.cors = CorsHeaders::for_request(&snap.config.cors, text(http::header::ORIGIN));
         let is_head = req.method == Method::HEAD;
-        self.count(&snap, &a);
-        session
-            .write_response_header(Box::new(header(&a)?), is_head)
-            .await?;
-        if !is_head {
-            session.write_response_body(Some(a.body), true).await?;
+        if req.method == Method::OPTIONS {
+            // A CORS preflight (or a plain OPTIONS): say what is allowed.
+            let mut a = Answer::text(204, String::new());
+            a.allow = Some("GET, HEAD, OPTIONS");
+            let allow_headers =
+                cors::allow_headers(text(http::header::ACCESS_CONTROL_REQUEST_HEADERS));
+            let mut h = header(&a, &ctx.cors)?;
+            h.remove_header(&http::header::CONTENT_TYPE);
+            h.insert_header(
+                http::header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, HEAD, OPTIONS",
+            )?;
+            h.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers)?;
+            h.insert_header(http::header::ACCESS_CONTROL_MAX_AGE, "600")?;
+            session.write_response_header(Box::new(h), true).await?;
+            self.count(&snap, None, "-", 204, None);
+            return Ok(true);
         }
+        let request = Request {
+            method: &req.method,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            host: text(http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
+            cookie: text(http::header::COOKIE),
+        };
+        let answer = match decide(&snap, &self.state, &request) {
+            Action::Answer(a) => a,
+            Action::Rewrite(job) => self.rewrite(&snap, &job).await,
+            Action::Proxy(job) => {
+                ctx.proxy = Some(job);
+                return Ok(false);
+            }
+        };
+        self.count(
+            &snap,
+            answer.stream,
+            answer.format,
+            answer.status,
+            answer.edge,
+        );
+        write(session, &answer, &ctx.cors, is_head).await?;
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        // request_filter answers every request; reaching here is a bug.
-        Error::e_explain(
-            ErrorType::InternalError,
-            "castgate answers every request itself",
-        )
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(job) = &ctx.proxy else {
+            return Error::e_explain(ErrorType::InternalError, "no edge chosen for this request");
+        };
+        let snap = self.state.snapshot.load();
+        let edge = &snap.config.edges[job.edge];
+        let host = edge.url.host_str().unwrap_or("127.0.0.1");
+        let port = edge.url.port_or_known_default().unwrap_or(80);
+        let tls = edge.url.scheme() == "https";
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut peer = HttpPeer::new(addr.as_str(), tls, host.to_string());
+        peer.options.connection_timeout = Some(snap.config.poll.timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(job) = &ctx.proxy else {
+            return Ok(());
+        };
+        let snap = self.state.snapshot.load();
+        let edge = &snap.config.edges[job.edge];
+        let base = edge.url.path().trim_end_matches('/');
+        let uri: http::Uri = format!("{base}{}", job.path_and_query)
+            .parse()
+            .map_err(|e| Error::because(ErrorType::InternalError, "edge path", e))?;
+        upstream.set_uri(uri);
+        let host = match edge.url.port() {
+            Some(p) => format!("{}:{p}", edge.url.host_str().unwrap_or("")),
+            None => edge.url.host_str().unwrap_or("").to_string(),
+        };
+        upstream.insert_header(http::header::HOST, host)?;
+        // castgate's session cookie is ours, not the edge's.
+        upstream.remove_header(&http::header::COOKIE);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(job) = &ctx.proxy {
+            if let Some(c) = &job.set_cookie {
+                resp.append_header(http::header::SET_COOKIE, c.as_str())?;
+            }
+        }
+        for (k, v) in ctx.cors.pairs() {
+            resp.insert_header(k, v)?;
+        }
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(job) = &ctx.proxy else {
+            return;
+        };
+        let status = session
+            .response_written()
+            .map_or(502, |r| r.status.as_u16());
+        let snap = self.state.snapshot.load();
+        self.count(
+            &snap,
+            Some(job.stream),
+            job.format,
+            status,
+            job.assigned.then_some(job.edge),
+        );
     }
 }
 
@@ -261,18 +879,57 @@ mod tests {
         assert_eq!(route("/apple.m3u"), Route::Playlist("apple", Format::M3u));
         assert_eq!(route("/apple.pls"), Route::Playlist("apple", Format::Pls));
         assert_eq!(route("/apple.xspf"), Route::Playlist("apple", Format::Xspf));
-        assert_eq!(route("/apple"), Route::Redirect("apple"));
+        assert_eq!(route("/apple"), Route::Stream("apple"));
+        assert_eq!(route("/live.m3u8"), Route::HlsEntry("live"));
+        assert_eq!(
+            route("/live/s/a.1.00ff.x_y-z/hls/stream.m3u8"),
+            Route::Session {
+                stream: "live",
+                token: "a.1.00ff.x_y-z",
+                rest: "/hls/stream.m3u8"
+            }
+        );
+        assert_eq!(
+            route("/live/hls/stream-3.ts"),
+            Route::Sub {
+                stream: "live",
+                rest: "/hls/stream-3.ts"
+            }
+        );
         for p in [
             "/",
             "",
             "/apple.mp3",
-            "/a/b.m3u",
             "/Apple.m3u",
             "/../x",
             "/apple.m3u.m3u",
             "/%61pple",
+            "/live/s/tok/../etc/passwd",
+            "/live/s/tok",
+            "/live/s//hls/x.ts",
+            "/live/hls//x.ts",
+            "/live/hls/%2e%2e/x",
+            "/live/./x",
+            "/Live/x",
         ] {
             assert_eq!(route(p), Route::NotFound, "{p}");
         }
+    }
+
+    #[test]
+    fn stream_dir_and_cookies() {
+        assert!(under_stream_dir("/hls/stream.m3u8", "/hls/stream-1.ts"));
+        assert!(!under_stream_dir("/hls/stream.m3u8", "/other/x.ts"));
+        assert!(under_stream_dir("/stream.m3u8", "/anything.ts"));
+        assert_eq!(
+            cookie_value(Some("a=1; castgate_live=tok; b=2"), "castgate_live"),
+            Some("tok")
+        );
+        assert_eq!(
+            cookie_value(Some("castgate_livex=tok"), "castgate_live"),
+            None
+        );
+        assert!(valid_host("radio.example:8080"));
+        assert!(!valid_host("evil\r\nx"));
     }
 }
