@@ -114,6 +114,7 @@ impl FarmCollector {
     /// Fresh, unregistered vectors for one scrape.
     fn vecs() -> prometheus::Result<Vec<Box<dyn Collector>>> {
         let (up, listeners, stream, load, age, max) = Self::typed()?;
+        let (sessions, bandwidth) = Self::hls_typed()?;
         Ok(vec![
             Box::new(up),
             Box::new(listeners),
@@ -121,7 +122,28 @@ impl FarmCollector {
             Box::new(load),
             Box::new(age),
             Box::new(max),
+            Box::new(sessions),
+            Box::new(bandwidth),
         ])
+    }
+
+    fn hls_typed() -> prometheus::Result<(IntGaugeVec, IntGaugeVec)> {
+        Ok((
+            IntGaugeVec::new(
+                Opts::new(
+                    "castgate_hls_sessions",
+                    "HLS sessions seen (playlist fetched with a castgate token) within the token lifetime.",
+                ),
+                &["stream", "edge"],
+            )?,
+            IntGaugeVec::new(
+                Opts::new(
+                    "castgate_edge_bandwidth_bits",
+                    "Estimated edge output in bits per second: measured where the edge reports it (nginx-rtmp), else audience × stream bitrate.",
+                ),
+                &["edge"],
+            )?,
+        ))
     }
 
     #[allow(clippy::type_complexity)]
@@ -189,6 +211,9 @@ impl Collector for FarmCollector {
         let Ok((up, listeners, stream, load, age, max)) = Self::typed() else {
             return Vec::new();
         };
+        let Ok((sessions, bandwidth)) = Self::hls_typed() else {
+            return Vec::new();
+        };
         let snap = self.snapshot.load();
         let config = &snap.config;
         // Only mounts some stream asks for: bounded by the config, whatever
@@ -205,6 +230,9 @@ impl Collector for FarmCollector {
         for (i, e) in snap.edges.iter().enumerate() {
             let name = config.edges[e.index].name.as_str();
             up.with_label_values(&[name]).set(i64::from(e.health.up));
+            bandwidth
+                .with_label_values(&[name])
+                .set(i64::try_from(e.est_bps).unwrap_or(i64::MAX));
             load.with_label_values(&[name]).set(snap.load(i));
             if let Some(t) = e.health.last_poll {
                 let secs = t.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
@@ -228,7 +256,14 @@ impl Collector for FarmCollector {
                 .with_label_values(&[&config.streams[s.index].name])
                 .set(s.listeners as i64);
         }
+        for ((si, ei), n) in &snap.sessions {
+            sessions
+                .with_label_values(&[&config.streams[*si].name, &config.edges[*ei].name])
+                .set(*n as i64);
+        }
         let mut out = Vec::new();
+        out.extend(sessions.collect());
+        out.extend(bandwidth.collect());
         out.extend(up.collect());
         out.extend(listeners.collect());
         out.extend(stream.collect());

@@ -54,8 +54,17 @@ pub struct EdgeStatus<'a> {
     pub weight: f64,
     /// (listeners + assigned) / capacity / weight.
     pub load: f64,
-    /// Live mounts at the last good poll: mount → listeners and mount cap.
+    /// Live mounts (Icecast) or HLS playlist paths at the last good poll:
+    /// key → listeners (RTMP viewers for nginx-rtmp) and mount cap.
     pub mounts: BTreeMap<&'a str, MountStatus>,
+    /// HLS sessions on this edge, every stream.
+    pub sessions: u64,
+    /// Estimated output, bits per second.
+    pub bandwidth_bps: u64,
+    /// Configured output cap, bits per second, or null.
+    pub max_bandwidth_bps: Option<u64>,
+    /// Per HLS playlist path: why that stream is not live here.
+    pub stream_errors: BTreeMap<&'a str, &'a str>,
 }
 
 /// One mount of an edge.
@@ -82,6 +91,25 @@ pub struct StreamStatus<'a> {
     pub edges: Vec<&'a str>,
     /// The stream's edges that are up with `mount` live.
     pub live_edges: Vec<&'a str>,
+    /// `icecast` or `hls`.
+    pub kind: &'static str,
+    /// `redirect`, `rewrite` or `proxy`.
+    pub mode: &'static str,
+    /// Per edge of the stream: live, viewers/listeners, sessions.
+    pub per_edge: Vec<StreamEdge<'a>>,
+}
+
+/// One edge of one stream in `/status.json`.
+#[derive(Debug, Serialize)]
+pub struct StreamEdge<'a> {
+    /// Edge name.
+    pub edge: &'a str,
+    /// Up, with the stream live on it.
+    pub live: bool,
+    /// Listeners (Icecast mount and fallback) or RTMP viewers.
+    pub viewers: u64,
+    /// HLS sessions of this stream on this edge.
+    pub sessions: u64,
 }
 
 /// Build the document from a snapshot.
@@ -130,6 +158,15 @@ pub fn status(snap: &Snapshot) -> Status<'_> {
                 weight: c.weight,
                 load: snap.load(i),
                 mounts,
+                sessions: e.sessions,
+                bandwidth_bps: e.est_bps,
+                max_bandwidth_bps: c.max_bandwidth_bps,
+                stream_errors: e
+                    .health
+                    .stream_errors
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
             }
         })
         .collect();
@@ -150,7 +187,36 @@ pub fn status(snap: &Snapshot) -> Status<'_> {
                 })
                 .map(|&e| config.edges[e].name.as_str())
                 .collect();
+            let per_edge = c
+                .edges
+                .iter()
+                .map(|&e| {
+                    let h = &snap.edges[e].health;
+                    let on = |m: &str| {
+                        h.status
+                            .as_ref()
+                            .and_then(|st| st.mount(m))
+                            .map_or(0, |m| m.listeners)
+                    };
+                    StreamEdge {
+                        edge: config.edges[e].name.as_str(),
+                        live: h.up && h.status.as_ref().is_some_and(|st| st.mount(&c.mount).is_some()),
+                        viewers: on(&c.mount) + c.fallback.as_deref().map_or(0, on),
+                        sessions: snap.sessions.get(&(s.index, e)).copied().unwrap_or(0),
+                    }
+                })
+                .collect();
             StreamStatus {
+                kind: match c.kind {
+                    crate::config::StreamKind::Icecast => "icecast",
+                    crate::config::StreamKind::Hls => "hls",
+                },
+                mode: match c.mode {
+                    crate::config::StreamMode::Redirect => "redirect",
+                    crate::config::StreamMode::Rewrite => "rewrite",
+                    crate::config::StreamMode::Proxy => "proxy",
+                },
+                per_edge,
                 name: &c.name,
                 mount: &c.mount,
                 fallback: c.fallback.as_deref(),

@@ -209,6 +209,42 @@ mod tests {
         assert!(parse_stat(b"{\"rtmp\":1}").is_err());
     }
 
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/nginx-rtmp/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn recorded_stat_bodies() {
+        let one = parse_stat(&fixture("stat-one-stream.xml")).unwrap();
+        assert_eq!(one.streams.len(), 1);
+        assert!(one.streams[0].publishing);
+        assert_eq!(one.streams[0].viewers, 0, "the publisher is not a viewer");
+
+        let v = parse_stat(&fixture("stat-viewers.xml")).unwrap();
+        let cam = &v.streams[0];
+        assert_eq!((cam.name.as_str(), cam.app.as_str(), cam.publishing, cam.viewers), ("cam", "live", true, 2));
+        assert_eq!(cam.bw_out_bps, 472_984);
+        assert_eq!(v.bw_out_bps, 433_176);
+
+        let two = parse_stat(&fixture("stat-two-streams.xml")).unwrap();
+        let names: Vec<&str> = two.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["cam", "radio"]);
+        assert!(two.streams.iter().all(|s| s.publishing));
+
+        // A player waiting for a stream nobody publishes: listed, not live.
+        let waiting = parse_stat(&fixture("stat-player-without-publisher.xml")).unwrap();
+        let later = waiting.streams.iter().find(|s| s.name == "later").unwrap();
+        assert!(!later.publishing);
+        assert_eq!(later.viewers, 1);
+
+        // With several workers, the worker without the publisher lists
+        // nothing; the poller's memory bridges that (see poll::tests).
+        assert!(parse_stat(&fixture("stat-multi-worker-other.xml")).unwrap().streams.is_empty());
+        assert!(parse_stat(&fixture("stat-multi-worker-publisher.xml")).unwrap().streams[0].publishing);
+        assert!(parse_stat(&fixture("stat-idle.xml")).unwrap().streams.is_empty());
+    }
+
     #[test]
     fn idle_server_has_no_streams() {
         let s = parse_stat(b"<rtmp><server><application><name>live</name><live><nclients>0</nclients></live></application></server></rtmp>").unwrap();
