@@ -200,7 +200,10 @@ pub fn status(snap: &Snapshot) -> Status<'_> {
                     };
                     StreamEdge {
                         edge: config.edges[e].name.as_str(),
-                        live: h.up && h.status.as_ref().is_some_and(|st| st.mount(&c.mount).is_some()),
+                        live: h.up
+                            && h.status
+                                .as_ref()
+                                .is_some_and(|st| st.mount(&c.mount).is_some()),
                         viewers: on(&c.mount) + c.fallback.as_deref().map_or(0, on),
                         sessions: snap.sessions.get(&(s.index, e)).copied().unwrap_or(0),
                     }

@@ -231,7 +231,11 @@ mod tests {
                 if a.is_empty() || (a.starts_with('#') && !a.contains("URI=\"")) {
                     assert_eq!(a, b, "{path:?}");
                 } else if !a.starts_with('#') {
-                    assert!(b.starts_with("http://b1.example:8080/hls/") || b.starts_with("/live/s/TOKEN/hls/"), "{path:?}: {b}");
+                    assert!(
+                        b.starts_with("http://b1.example:8080/hls/")
+                            || b.starts_with("/live/s/TOKEN/hls/"),
+                        "{path:?}: {b}"
+                    );
                 } else {
                     // Only the URI value changed.
                     let tail = |l: &str| l.split("URI=\"").next().map(str::to_string);
@@ -239,10 +243,16 @@ mod tests {
                 }
             }
             if body.contains("#EXT-X-STREAM-INF") {
-                assert!(out.contains("/live/s/TOKEN/hls/"), "{path:?}: variants come back through castgate");
+                assert!(
+                    out.contains("/live/s/TOKEN/hls/"),
+                    "{path:?}: variants come back through castgate"
+                );
             }
             if body.contains("EXT-X-KEY") || body.contains("EXT-X-MAP") {
-                assert!(out.contains("URI=\"http://b1.example:8080/hls/"), "{path:?}");
+                assert!(
+                    out.contains("URI=\"http://b1.example:8080/hls/"),
+                    "{path:?}"
+                );
             }
         }
         assert!(seen >= 5, "fixtures found: {seen}");

@@ -210,7 +210,10 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/fixtures/nginx-rtmp/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/nginx-rtmp/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -223,7 +226,15 @@ mod tests {
 
         let v = parse_stat(&fixture("stat-viewers.xml")).unwrap();
         let cam = &v.streams[0];
-        assert_eq!((cam.name.as_str(), cam.app.as_str(), cam.publishing, cam.viewers), ("cam", "live", true, 2));
+        assert_eq!(
+            (
+                cam.name.as_str(),
+                cam.app.as_str(),
+                cam.publishing,
+                cam.viewers
+            ),
+            ("cam", "live", true, 2)
+        );
         assert_eq!(cam.bw_out_bps, 472_984);
         assert_eq!(v.bw_out_bps, 433_176);
 
@@ -240,9 +251,20 @@ mod tests {
 
         // With several workers, the worker without the publisher lists
         // nothing; the poller's memory bridges that (see poll::tests).
-        assert!(parse_stat(&fixture("stat-multi-worker-other.xml")).unwrap().streams.is_empty());
-        assert!(parse_stat(&fixture("stat-multi-worker-publisher.xml")).unwrap().streams[0].publishing);
-        assert!(parse_stat(&fixture("stat-idle.xml")).unwrap().streams.is_empty());
+        assert!(parse_stat(&fixture("stat-multi-worker-other.xml"))
+            .unwrap()
+            .streams
+            .is_empty());
+        assert!(
+            parse_stat(&fixture("stat-multi-worker-publisher.xml"))
+                .unwrap()
+                .streams[0]
+                .publishing
+        );
+        assert!(parse_stat(&fixture("stat-idle.xml"))
+            .unwrap()
+            .streams
+            .is_empty());
     }
 
     #[test]

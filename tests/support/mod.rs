@@ -28,6 +28,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+pub mod nginx;
 
 /// Password sources use to connect to every harness icecast (user `source`).
 pub const SOURCE_PASSWORD: &str = "castgate-source-pw";
