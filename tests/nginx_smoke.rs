@@ -198,5 +198,24 @@ fn stat_fixtures_parse() {
 
     let two = parse_stat_streams(&read("stat-two-streams.xml"));
     assert_eq!(two.len(), 2);
-    assert!(two.iter().all(|s| s.publishing));
+    assert!(two.iter().all(|s| s.is_live()));
+
+    // A player waiting for an unpublished stream makes it listed, not live.
+    let waiting = parse_stat_streams(&read("stat-player-without-publisher.xml"));
+    let later = waiting.iter().find(|s| s.name == "later").unwrap();
+    assert!(!later.publishing && !later.active);
+    assert_eq!((later.nclients, later.viewers()), (1, 1));
+
+    // After the publisher died its players stay, bw_in is stale.
+    let gone = parse_stat_streams(&read("stat-after-unpublish.xml"));
+    let cam = gone.iter().find(|s| s.name == "cam").unwrap();
+    assert!(!cam.is_live());
+    assert_eq!((cam.nclients, cam.viewers()), (2, 2));
+    assert!(cam.bw_in > 0);
+
+    let publisher = read("stat-multi-worker-publisher.xml");
+    let other = read("stat-multi-worker-other.xml");
+    assert_ne!(stat_pid(&publisher), stat_pid(&other));
+    assert_eq!(parse_stat_streams(&publisher).len(), 1);
+    assert!(parse_stat_streams(&other).is_empty());
 }

@@ -775,6 +775,17 @@ impl ProxyHttp for FrontDoor {
             Action::Answer(a) => a,
             Action::Rewrite(job) => self.rewrite(&snap, &job).await,
             Action::Proxy(job) => {
+                // A long-lived stream is logged when it ends; count the new
+                // listener now.
+                if job.assigned {
+                    let m = &self.state.metrics;
+                    m.assignments
+                        .with_label_values(&[
+                            snap.config.streams[job.stream].name.as_str(),
+                            snap.config.edges[job.edge].name.as_str(),
+                        ])
+                        .inc();
+                }
                 ctx.proxy = Some(job);
                 return Ok(false);
             }
@@ -860,13 +871,8 @@ impl ProxyHttp for FrontDoor {
             .response_written()
             .map_or(502, |r| r.status.as_u16());
         let snap = self.state.snapshot.load();
-        self.count(
-            &snap,
-            Some(job.stream),
-            job.format,
-            status,
-            job.assigned.then_some(job.edge),
-        );
+        // The assignment was counted when the request was decided.
+        self.count(&snap, Some(job.stream), job.format, status, None);
     }
 }
 

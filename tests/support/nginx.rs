@@ -738,9 +738,13 @@ impl RtmpSource {
     pub fn start_many(edges: &[&RtmpEdge], stream: &str) -> RtmpSource {
         let mut source = RtmpSource::spawn_many(edges, stream);
         for edge in edges {
-            let published = poll_until(PUBLISH_TIMEOUT, || {
-                !source.is_running() || edge.stream_stat(stream).is_some_and(|s| s.is_live())
-            }) && edge.stream_stat(stream).is_some_and(|s| s.is_live());
+            // Remember what was seen rather than asking again: on a
+            // multi-worker edge the next /stat may come from another worker.
+            let mut published = false;
+            poll_until(PUBLISH_TIMEOUT, || {
+                published = edge.stream_stat(stream).is_some_and(|s| s.is_live());
+                published || !source.is_running()
+            });
             if !published {
                 let state = if source.is_running() {
                     "still running"

@@ -1,0 +1,108 @@
+//! `mode: proxy` for an Icecast stream: castgate carries the MP3 stream
+//! itself, for players that follow no redirect.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{
+    connect_listeners, free_port, header, http_get, wait_until, Castgate, Icecast, IcecastOpts,
+    Source,
+};
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_hundred_listeners_get_audio_through_castgate() {
+    let ice = Icecast::origin(IcecastOpts {
+        max_clients: 400,
+        ..IcecastOpts::default()
+    });
+    let _src = Source::start(&ice, "/air");
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 1s, timeout: 800ms }}
+server: {{ threads: 2 }}
+edges:
+  - {{ name: a, kind: icecast, url: "{}", public_url: "http://unreachable.invalid:8000" }}
+streams:
+  - {{ name: apple, mount: /air, mode: proxy }}
+"#,
+        ice.url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("edge up", Duration::from_secs(15), || {
+        http_get(&format!("{}/apple.m3u", cg.front_url())).0 == 200
+    });
+
+    // Playlists point at castgate, not at the (unreachable) public URL.
+    let (_, headers, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));
+    assert_eq!(header(&headers, "content-type"), Some("audio/x-mpegurl"));
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        body.contains(&format!("{}/apple", cg.front_url())),
+        "{body}"
+    );
+
+    // How long a direct listener takes to connect, for comparison.
+    let t = Instant::now();
+    let direct = connect_listeners(&format!("{}/air", ice.url()), 20);
+    eprintln!("20 direct listeners connected in {:?}", t.elapsed());
+    drop(direct);
+    let t = Instant::now();
+    let through = connect_listeners(&format!("{}/apple", cg.front_url()), 20);
+    eprintln!("20 proxied listeners connected in {:?}", t.elapsed());
+    drop(through);
+    let assigned = || {
+        let (_, _, m) = http_get(&format!("{}/metrics", cg.admin_url()));
+        String::from_utf8_lossy(&m)
+            .lines()
+            .find(|l| l.starts_with("castgate_assignments_total{edge=\"a\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(assigned(), 20, "one assignment per proxied listener");
+    let pid = cg.pid().expect("castgate pid");
+    let before = rss_kib(pid);
+    let started = Instant::now();
+    let listeners = connect_listeners(&format!("{}/apple", cg.front_url()), 200);
+    for l in &listeners {
+        assert_eq!(l.status(), 200);
+    }
+    // 128 kbit/s is 16 KB/s: every listener gets at least two seconds' worth.
+    for l in &listeners {
+        l.wait_bytes(32 * 1024, Duration::from_secs(30));
+    }
+    let during = rss_kib(pid);
+    eprintln!(
+        "200 proxied listeners: castgate RSS {before} KiB before, {during} KiB with them ({:.1} KiB per listener); all got 32 KiB within {:?}",
+        (during.saturating_sub(before)) as f64 / 200.0,
+        started.elapsed()
+    );
+    // The edge counts them, and castgate's table follows.
+    wait_until(
+        "icecast counts 200 listeners",
+        Duration::from_secs(10),
+        || ice.listeners("/air") == Some(200),
+    );
+    assert_eq!(assigned(), 220);
+    drop(listeners);
+    wait_until(
+        "listeners gone from the edge",
+        Duration::from_secs(15),
+        || ice.listeners("/air") == Some(0),
+    );
+}
