@@ -362,3 +362,54 @@ fn stat_viewers_and_sessions_are_counted() {
         "{metrics}"
     );
 }
+
+/// nginx-rtmp with two workers: each answers `/stat` with its own
+/// connections only, so the publisher is missing from about half the
+/// answers. With `workers: 2` castgate asks until both answered and merges:
+/// the stream never flaps.
+#[test]
+fn a_multi_worker_nginx_rtmp_edge_does_not_flap() {
+    let edge = RtmpEdge::start(RtmpOpts {
+        workers: 2,
+        ..RtmpOpts::default()
+    });
+    let _src = RtmpSource::start(&edge, STREAM);
+    edge.wait_playlist(STREAM, Duration::from_secs(30));
+    // Evidence that the quirk is real here: the two workers disagree.
+    let mut saw = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while saw.len() < 2 && Instant::now() < deadline {
+        if let Some(xml) = edge.stat_xml() {
+            saw.insert(xml.contains("<publishing/>"));
+        }
+    }
+    eprintln!("/stat answers seen with and without the publisher: {saw:?}");
+
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 500ms, timeout: 400ms, rise: 1, fall: 1 }}
+edges:
+  - {{ name: mw, kind: nginx_rtmp, url: "{}", workers: 2 }}
+streams:
+  - {{ name: live, kind: hls, path: {PATH} }}
+"#,
+        edge.http_url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    let live = || {
+        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        s["streams"][0]["per_edge"][0]["live"] == true
+    };
+    wait_until("stream live", Duration::from_secs(10), live);
+    let mut samples = 0;
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert!(live(), "the stream flapped after {samples} good samples");
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

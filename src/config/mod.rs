@@ -119,6 +119,8 @@ pub struct Edge {
     pub weight: f64,
     /// Output bandwidth cap, bits per second.
     pub max_bandwidth_bps: Option<u64>,
+    /// nginx worker processes answering `/stat` (nginx_rtmp), >= 1.
+    pub workers: u32,
     /// Icecast admin credentials, for `/admin/stats`.
     pub admin: Option<schema::EdgeAdmin>,
 }

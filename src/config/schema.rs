@@ -315,10 +315,20 @@ pub struct EdgeConfig {
     /// estimated output bandwidth share. Default: none.
     #[serde(default)]
     pub max_bandwidth: Option<String>,
+    /// nginx_rtmp edges: nginx `worker_processes`. Each worker answers
+    /// `/stat` with its own connections only; with more than one, castgate
+    /// asks until every worker answered and merges. Default 1.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
     /// Icecast admin credentials: when set, `{url}/admin/stats` is polled
     /// too, for per-mount `max_listeners`.
     #[serde(default)]
     pub admin: Option<EdgeAdmin>,
+}
+
+/// Default nginx worker count: 1.
+pub fn default_workers() -> u32 {
+    1
 }
 
 /// Default edge weight: 1.

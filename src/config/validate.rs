@@ -319,6 +319,20 @@ fn check_edge(place: &str, e: &EdgeConfig, err: &mut impl FnMut(String, String))
             None
         }
     };
+    if e.workers == 0 || e.workers > 64 {
+        err(
+            format!("{place}.workers"),
+            format!("{} must be between 1 and 64", e.workers),
+        );
+        ok = false;
+    }
+    if e.workers > 1 && e.kind != EdgeKind::NginxRtmp {
+        err(
+            format!("{place}.workers"),
+            "only nginx_rtmp edges have workers".into(),
+        );
+        ok = false;
+    }
     if e.admin.is_some() && e.kind != EdgeKind::Icecast {
         err(
             format!("{place}.admin"),
@@ -334,6 +348,7 @@ fn check_edge(place: &str, e: &EdgeConfig, err: &mut impl FnMut(String, String))
         max_listeners: e.max_listeners,
         weight: e.weight,
         max_bandwidth_bps,
+        workers: e.workers,
         admin: e.admin.clone(),
     })
     .filter(|_| ok)

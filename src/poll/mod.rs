@@ -131,13 +131,34 @@ impl Fetcher {
         })
     }
 
+    /// GET `url` on a connection of its own (`Connection: close`), so that
+    /// a server with several worker processes may answer from another one.
+    ///
+    /// # Errors
+    /// As [`Fetcher::get`].
+    pub async fn get_fresh(&self, url: &str) -> Result<Vec<u8>, ProbeError> {
+        self.get_with(url, None, true).await
+    }
+
     /// GET `url` (with optional basic auth) and return the body, at most
     /// `max_body` bytes.
     ///
     /// # Errors
     /// Connect, status, body and size errors as [`ProbeError`].
     pub async fn get(&self, url: &str, auth: Option<(&str, &str)>) -> Result<Vec<u8>, ProbeError> {
+        self.get_with(url, auth, false).await
+    }
+
+    async fn get_with(
+        &self,
+        url: &str,
+        auth: Option<(&str, &str)>,
+        fresh: bool,
+    ) -> Result<Vec<u8>, ProbeError> {
         let mut req = self.client.get(url);
+        if fresh {
+            req = req.header(reqwest::header::CONNECTION, "close");
+        }
         if let Some((user, password)) = auth {
             req = req.basic_auth(user, Some(password));
         }
@@ -239,11 +260,41 @@ pub struct RtmpProbe {
 
 #[async_trait]
 impl EdgeProbe for RtmpProbe {
+    /// With one worker, one `/stat`. With `workers: N`, each nginx worker
+    /// answers `/stat` with its own connections only, so castgate asks on
+    /// 2 × N fresh connections at once, up to three times, until every
+    /// worker (by pid) has answered, and merges the answers.
     async fn probe(&self, edge: &Edge, _paths: &[String]) -> Result<Probed, ProbeError> {
-        let base = edge.url.as_str().trim_end_matches('/');
-        let body = self.fetch.get(&format!("{base}/stat"), None).await?;
+        let url = format!("{}/stat", edge.url.as_str().trim_end_matches('/'));
+        let workers = edge.workers.max(1) as usize;
+        if workers == 1 {
+            let body = self.fetch.get(&url, None).await?;
+            return Ok(Probed {
+                observation: Observation::Rtmp(rtmp::parse_stat(&body)?),
+                admin_error: None,
+            });
+        }
+        let mut answers = Vec::new();
+        let mut last_error = None;
+        for _ in 0..3 {
+            let bodies =
+                futures::future::join_all((0..workers * 2).map(|_| self.fetch.get_fresh(&url)))
+                    .await;
+            for body in bodies {
+                match body.and_then(|b| rtmp::parse_stat(&b).map_err(ProbeError::from)) {
+                    Ok(stat) => answers.push(stat),
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            if RtmpStat::distinct_pids(&answers) >= workers {
+                break;
+            }
+        }
+        if answers.is_empty() {
+            return Err(last_error.unwrap_or(ProbeError::Body("no /stat answer".into())));
+        }
         Ok(Probed {
-            observation: Observation::Rtmp(rtmp::parse_stat(&body)?),
+            observation: Observation::Rtmp(RtmpStat::merge(answers)),
             admin_error: None,
         })
     }
@@ -611,6 +662,7 @@ mod tests {
                 vec![]
             },
             bw_out_bps: 0,
+            pid: None,
         })
     }
 
