@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::nginx::{RtmpEdge, RtmpOpts, RtmpSource, RtmpViewer};
+use support::nginx::{HlsServer, RtmpEdge, RtmpOpts, RtmpSource, RtmpViewer};
 use support::{free_port, header, http_get, require_bin, wait_until, Castgate};
 
 const STREAM: &str = "stream";
@@ -369,10 +369,7 @@ fn stat_viewers_and_sessions_are_counted() {
 /// the stream never flaps.
 #[test]
 fn a_multi_worker_nginx_rtmp_edge_does_not_flap() {
-    let edge = RtmpEdge::start(RtmpOpts {
-        workers: 2,
-        ..RtmpOpts::default()
-    });
+    let edge = RtmpEdge::start(RtmpOpts { workers: 2 });
     let _src = RtmpSource::start(&edge, STREAM);
     edge.wait_playlist(STREAM, Duration::from_secs(30));
     // Evidence that the quirk is real here: the two workers disagree.
@@ -412,4 +409,68 @@ streams:
         samples += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A plain HLS web server (`kind: hls`) mirroring an ingest's output: when
+/// the source stops, the playlist stops moving; castgate takes the stream
+/// out of rotation there, says why, and answers 503 when no edge is left.
+#[test]
+fn a_stale_playlist_takes_the_stream_out_of_rotation() {
+    let ingest = RtmpEdge::start(RtmpOpts::default());
+    let mut src = RtmpSource::start(&ingest, STREAM);
+    ingest.wait_playlist(STREAM, Duration::from_secs(30));
+    let web = HlsServer::mirror(&ingest);
+    web.wait_playlist(STREAM, Duration::from_secs(10));
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 500ms, timeout: 400ms, rise: 1, fall: 2 }}
+edges:
+  - {{ name: web1, kind: hls, url: "{}" }}
+streams:
+  - {{ name: live, kind: hls, path: {PATH}, mode: redirect }}
+"#,
+        web.http_url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("live on web1", Duration::from_secs(15), || {
+        http_get(&format!("{}/live.m3u8", cg.front_url())).0 == 302
+    });
+    let (_, headers, _) = http_get(&format!("{}/live.m3u8", cg.front_url()));
+    assert_eq!(
+        header(&headers, "location"),
+        Some(format!("{}{PATH}", web.http_url()).as_str())
+    );
+
+    src.kill();
+    let stopped = Instant::now();
+    wait_until("stream out of rotation", Duration::from_secs(20), || {
+        http_get(&format!("{}/live.m3u8", cg.front_url())).0 == 503
+    });
+    // nginx-rtmp writes 1 s fragments with a target duration of 1-2 s:
+    // stale after 3 × target duration, plus a poll.
+    eprintln!(
+        "stale playlist out of rotation {:?} after the source stopped",
+        stopped.elapsed()
+    );
+    let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+    let s: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let why = s["edges"][0]["stream_errors"][PATH]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        why.contains("stale") || why.contains("404"),
+        "stream_errors: {}",
+        s["edges"][0]
+    );
+    assert_eq!(s["edges"][0]["up"], true, "the web server itself is fine");
+
+    // The source comes back: so does the stream.
+    src.restart();
+    wait_until("live again", Duration::from_secs(30), || {
+        http_get(&format!("{}/live.m3u8", cg.front_url())).0 == 302
+    });
 }
