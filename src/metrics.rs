@@ -138,8 +138,8 @@ impl FarmCollector {
             )?,
             IntGaugeVec::new(
                 Opts::new(
-                    "castgate_edge_bandwidth_bits",
-                    "Estimated edge output in bits per second: measured where the edge reports it (nginx-rtmp), else audience × stream bitrate.",
+                    "castgate_edge_output_bytes_per_second",
+                    "Estimated edge output in bytes per second: measured where the edge reports it (nginx-rtmp), else audience × stream bitrate.",
                 ),
                 &["edge"],
             )?,
@@ -232,7 +232,7 @@ impl Collector for FarmCollector {
             up.with_label_values(&[name]).set(i64::from(e.health.up));
             bandwidth
                 .with_label_values(&[name])
-                .set(i64::try_from(e.est_bps).unwrap_or(i64::MAX));
+                .set(i64::try_from(e.est_bps / 8).unwrap_or(i64::MAX));
             load.with_label_values(&[name]).set(snap.load(i));
             if let Some(t) = e.health.last_poll {
                 let secs = t.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
@@ -256,10 +256,18 @@ impl Collector for FarmCollector {
                 .with_label_values(&[&config.streams[s.index].name])
                 .set(s.listeners as i64);
         }
-        for ((si, ei), n) in &snap.sessions {
-            sessions
-                .with_label_values(&[&config.streams[*si].name, &config.edges[*ei].name])
-                .set(*n as i64);
+        // Every (HLS stream, edge) pair, zeros included, so dashboards and
+        // alerts see the series before the first session.
+        for (si, s) in config.streams.iter().enumerate() {
+            if s.kind != crate::config::StreamKind::Hls {
+                continue;
+            }
+            for &ei in &s.edges {
+                let n = snap.sessions.get(&(si, ei)).copied().unwrap_or(0);
+                sessions
+                    .with_label_values(&[&s.name, &config.edges[ei].name])
+                    .set(n as i64);
+            }
         }
         let mut out = Vec::new();
         out.extend(sessions.collect());

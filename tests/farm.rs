@@ -347,9 +347,10 @@ fn metrics_pass_promtool_and_status_reports_the_farm() {
         y = y.replace(
             "streams:",
             &format!(
-                "  - {{ name: gone, kind: icecast, url: \"http://127.0.0.1:{dead}\" }}\nstreams:"
+                "  - {{ name: gone, kind: icecast, url: \"http://127.0.0.1:{dead}\" }}\n  - {{ name: web, kind: hls, url: \"http://127.0.0.1:{dead}\" }}\nstreams:"
             ),
         );
+        y.push_str("  - { name: live, kind: hls, path: /hls/stream.m3u8 }\n");
         (y, front, admin)
     };
     let cg = Castgate::start(&yaml.0, yaml.1, yaml.2);

@@ -598,6 +598,31 @@ streams:
     }
 
     #[test]
+    fn max_bandwidth_counts_estimated_output() {
+        // a: 10 listeners × 128 kbit/s = 1.28 Mbit/s of 2 Mbit/s: load 0.64.
+        let mut cfg = config("").as_ref().clone();
+        cfg.edges[0].max_bandwidth_bps = Some(2_000_000);
+        cfg.edges[1].max_listeners = Some(100);
+        let s = snap(Arc::new(cfg), &[up(&[("/air", 10)]), up(&[("/air", 100)])]);
+        assert_eq!(s.edges[0].est_bps, 1_280_000);
+        assert!((s.load(0) - 0.64).abs() < 1e-9, "{}", s.load(0));
+        // b is full; a takes listeners while 1.28 M + n × 128 k stays under
+        // 2 M: six more (the sixth brings it to 2.048 M), then none.
+        let picks: Vec<usize> = (0..6).map(|_| s.choose(0).unwrap().edge).collect();
+        assert_eq!(picks, vec![0; 6]);
+        assert_eq!(s.choose(0), Err(NoEdge::Full));
+    }
+
+    #[test]
+    fn sessions_count_in_the_load() {
+        let s = snap(config(""), &[up(&[("/air", 0)]), up(&[("/air", 0)])])
+            .with_sessions([((0, 0), 30)].into_iter().collect());
+        assert_eq!(s.edges[0].sessions, 30);
+        assert!((s.load(0) - 0.03).abs() < 1e-9);
+        assert_eq!(s.choose(0).unwrap().edge, 1);
+    }
+
+    #[test]
     fn unrefreshed_edges_keep_their_assignments() {
         let cfg = config("");
         let health = [up(&[("/air", 0)]), up(&[("/air", 0)])];
