@@ -106,3 +106,52 @@ streams:
         || ice.listeners("/air") == Some(0),
     );
 }
+
+/// Listeners that stop reading must not make castgate buffer the stream:
+/// its memory stays flat while the edge keeps sending.
+#[test]
+fn stalled_listeners_do_not_grow_memory() {
+    use std::io::Write;
+    let ice = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&ice, "/air");
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+edges:
+  - {{ name: a, kind: icecast, url: "{}" }}
+streams:
+  - {{ name: apple, mount: /air, mode: proxy }}
+"#,
+        ice.url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("edge up", Duration::from_secs(15), || {
+        http_get(&format!("{}/apple.m3u", cg.front_url())).0 == 200
+    });
+    let pid = cg.pid().expect("castgate pid");
+    let addr = cg.front_url().trim_start_matches("http://").to_string();
+    // 20 listeners that send a request and never read a byte.
+    let stalled: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.write_all(format!("GET /apple HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+                .expect("request");
+            s
+        })
+        .collect();
+    wait_until("icecast counts them", Duration::from_secs(10), || {
+        ice.listeners("/air") == Some(20)
+    });
+    let settled = rss_kib(pid);
+    // 10 s of 128 kbit/s is 160 KB per listener the edge would like to send.
+    std::thread::sleep(Duration::from_secs(10));
+    let later = rss_kib(pid);
+    eprintln!("20 stalled listeners: castgate RSS {settled} KiB, 10 s later {later} KiB");
+    assert!(
+        later < settled + 2048,
+        "RSS grew from {settled} KiB to {later} KiB: castgate buffers for stalled listeners"
+    );
+    drop(stalled);
+}
