@@ -7,7 +7,9 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod front;
 pub mod metrics;
 pub mod poll;
+pub mod reload;
 pub mod state;

@@ -3,9 +3,12 @@
 
 use anyhow::Context;
 use castgate::admin::Admin;
+use castgate::config::schema::FileConfig;
 use castgate::config::{self, Config};
+use castgate::control::Control;
 use castgate::front::FrontDoor;
 use castgate::poll::Poller;
+use castgate::reload::Reloader;
 use castgate::state::State;
 use clap::{Parser, Subcommand};
 use pingora::prelude::*;
@@ -14,6 +17,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// A Pingora front door for live-streaming farms.
 #[derive(Parser)]
@@ -56,7 +60,14 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => {
             init_logs();
-            let loaded = match config::load_file(&config) {
+            let text = match std::fs::read_to_string(&config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: cannot read: {e}", config.display());
+                    return ExitCode::from(1);
+                }
+            };
+            let loaded = match config::load_str_with_file(&text) {
                 Ok(c) => c,
                 Err(errors) => {
                     for e in &errors.0 {
@@ -65,7 +76,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match run(loaded) {
+            match run(config, text, loaded) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("castgate: {e:#}");
@@ -87,7 +98,7 @@ fn init_logs() {
 }
 
 /// Build the pingora server from the config and serve until a signal.
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(path: PathBuf, text: String, (file, config): (FileConfig, Config)) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -105,19 +116,27 @@ fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("sticky.secret_file not set: session tokens use a random secret, valid only in this process");
     }
     let (state, sessions) = State::new(config).context("registering metrics")?;
+    let control = Arc::new(Control::new(state.clone(), path, file, text));
 
     let door = FrontDoor::new(state.clone()).context("building the playlist HTTP client")?;
     let mut front = http_proxy_service(&server.configuration, door);
     for addr in &listen {
         front.add_tcp(&addr.to_string());
     }
-    let mut admin = Service::new("castgate admin".to_string(), Admin::new(state.clone()));
+    let mut admin = Service::new(
+        "castgate admin".to_string(),
+        Admin::new(state.clone(), control.clone()),
+    );
     admin.add_tcp(&admin_listen.to_string());
     let poller = Poller::new(state, sessions).context("building the poll HTTP client")?;
 
     server.add_service(front);
     server.add_service(admin);
     server.add_service(background_service("castgate poller", poller));
+    server.add_service(background_service(
+        "castgate reloader",
+        Reloader::new(control),
+    ));
     tracing::info!(
         listen = ?listen,
         admin = %admin_listen,

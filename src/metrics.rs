@@ -33,6 +33,12 @@ pub struct Metrics {
     /// `castgate_poll_errors_total{edge,reason}`: failed polls; reason is
     /// `connect`, `timeout`, `status`, `body`, `too_large` or `parse`.
     pub poll_errors: IntCounterVec,
+    /// `castgate_config_reloads_total{outcome}`: `applied`, `unchanged`,
+    /// `invalid` or `refused`.
+    pub reloads: IntCounterVec,
+    /// `castgate_api_changes_total{action,code}`: admin API calls that
+    /// change something, by action and HTTP status.
+    pub api_changes: IntCounterVec,
 }
 
 impl Metrics {
@@ -73,6 +79,26 @@ impl Metrics {
             ),
             &["edge", "reason"],
         )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "castgate_config_reloads_total",
+                "Config reloads by outcome.",
+            ),
+            &["outcome"],
+        )?;
+        let api_changes = IntCounterVec::new(
+            Opts::new(
+                "castgate_api_changes_total",
+                "Mutating admin API calls by action and HTTP status.",
+            ),
+            &["action", "code"],
+        )?;
+        // Present from the start, so dashboards and alerts see zeros.
+        for outcome in ["applied", "unchanged", "invalid", "refused"] {
+            reloads.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(api_changes.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(assignments.clone()))?;
         registry.register(Box::new(poll_duration.clone()))?;
@@ -84,6 +110,8 @@ impl Metrics {
             assignments,
             poll_duration,
             poll_errors,
+            reloads,
+            api_changes,
         })
     }
 

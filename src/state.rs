@@ -20,9 +20,28 @@ pub struct State {
     pub sessions: SessionLog,
     /// Every metric.
     pub metrics: Metrics,
+    /// Serialises snapshot writers (the poller, reloads, the admin API);
+    /// readers never take it.
+    pub writer: tokio::sync::Mutex<()>,
 }
 
 impl State {
+    /// Publish a new config at once: edges keep their health and counts
+    /// where name and poll URL are unchanged (see
+    /// [`Snapshot::reconfigure`]); the selection policy keeps its state
+    /// unless it changed.
+    pub async fn publish_config(&self, config: Config) {
+        let _writer = self.writer.lock().await;
+        let current = self.snapshot.load_full();
+        let policy = if current.config.policy == config.policy {
+            current.policy.clone()
+        } else {
+            Arc::from(policy::from_name(config.policy))
+        };
+        let next = Snapshot::reconfigure(Arc::new(config), policy, &current);
+        self.snapshot.store(Arc::new(next));
+    }
+
     /// Start from a config: every edge down (not polled yet) until the
     /// poller's first round. Returns the state and the session table the
     /// poller reads.
@@ -46,6 +65,7 @@ impl State {
                 sticky,
                 sessions,
                 metrics,
+                writer: tokio::sync::Mutex::new(()),
             }),
             table,
         ))

@@ -2,8 +2,10 @@
 //! `GET /status.json` (see [`status`]). Plain HTTP, meant for loopback or a
 //! management network; it changes nothing.
 
+pub mod api;
 pub mod status;
 
+use crate::control::Control;
 use crate::state::State;
 use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
@@ -11,15 +13,22 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::sync::Arc;
 
+/// The status page: one self-contained HTML file (no external assets).
+pub const PAGE: &str = include_str!("page.html");
+
+/// Largest admin request body read, bytes.
+const MAX_BODY: usize = 64 * 1024;
+
 /// The admin HTTP application.
 pub struct Admin {
     state: Arc<State>,
+    control: Arc<Control>,
 }
 
 impl Admin {
-    /// An admin app reading `state`.
-    pub fn new(state: Arc<State>) -> Self {
-        Admin { state }
+    /// An admin app reading `state`, changing things through `control`.
+    pub fn new(state: Arc<State>, control: Arc<Control>) -> Self {
+        Admin { state, control }
     }
 
     /// Answer one request: method and path in, full response out.
@@ -51,10 +60,10 @@ impl Admin {
                     ),
                 }
             }
-            "/" => reply(
+            "/" | "/index.html" => reply(
                 StatusCode::OK,
-                "text/plain; charset=utf-8",
-                b"castgate admin: /status.json /metrics\n".to_vec(),
+                "text/html; charset=utf-8",
+                PAGE.as_bytes().to_vec(),
             ),
             _ => reply(
                 StatusCode::NOT_FOUND,
@@ -87,8 +96,49 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let (method, path) = (req.method.clone(), req.uri.path().to_string());
-        // The request body is ignored; read it so keep-alive stays usable.
-        let _ = session.drain_request_body().await;
+        let authorization = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut body = Vec::new();
+        let mut too_large = false;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            if body.len() + chunk.len() > MAX_BODY {
+                too_large = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if too_large {
+            session.set_keepalive(None);
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "application/json",
+                b"{\"error\":\"body over 64 KiB\"}\n".to_vec(),
+            );
+        }
+        if path == "/api" || path.starts_with("/api/") {
+            let (status, value) = api::handle(
+                &self.state,
+                &self.control,
+                &method,
+                &path,
+                authorization.as_deref(),
+                &body,
+            )
+            .await;
+            let mut out = serde_json::to_vec_pretty(&value).unwrap_or_default();
+            out.push(b'\n');
+            let mut r = reply(status, "application/json", out);
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"castgate\""),
+                );
+            }
+            return r;
+        }
         self.answer(&method, &path)
     }
 }

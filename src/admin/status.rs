@@ -36,6 +36,8 @@ pub struct EdgeStatus<'a> {
     pub public_url: &'a str,
     /// Up after `rise` good polls, down after `fall` failed ones.
     pub up: bool,
+    /// Operator state: `active`, `draining` or `disabled`.
+    pub admin_state: &'static str,
     /// The last poll's error, or null.
     pub last_error: Option<&'a str>,
     /// A failure of the optional admin/stats poll, or null.
@@ -148,6 +150,7 @@ pub fn status(snap: &Snapshot) -> Status<'_> {
                 url: c.url.as_str(),
                 public_url: c.public_url.as_str(),
                 up: e.health.up,
+                admin_state: c.admin_state.as_str(),
                 last_error: e.health.last_error.as_deref(),
                 admin_error: e.health.admin_error.as_deref(),
                 last_poll_age_seconds: e.health.last_poll.map(age),

@@ -9,9 +9,10 @@ pub mod policy;
 pub mod sessions;
 pub mod sticky;
 
-use crate::config::{Config, EdgeKind};
+use crate::config::{AdminState, Config, EdgeKind};
 use crate::poll::status::EdgeStatus;
 pub use policy::{Candidate, Policy};
+use sessions::SessionCounts;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct EdgeHealth {
 pub struct EdgeView {
     /// Index into [`Config::edges`].
     pub index: usize,
+    /// The edge's name (shared, cheap to clone on the request path).
+    pub name: Arc<str>,
     /// `public_url` without a trailing slash; a mount is appended to it.
     pub public_base: String,
     /// Health and last status.
@@ -78,6 +81,8 @@ impl EdgeView {
 pub struct StreamView {
     /// Index into [`Config::streams`].
     pub index: usize,
+    /// The stream's name (shared, cheap to clone on the request path).
+    pub name: Arc<str>,
     /// Listeners on the stream's mount (and fallback) over its up edges.
     pub listeners: u64,
 }
@@ -132,6 +137,9 @@ pub struct Snapshot {
     pub streams: Vec<StreamView>,
     /// HLS sessions per (stream index, edge index).
     pub sessions: HashMap<(usize, usize), u64>,
+    /// The same counts by name, as the session table gave them (carried
+    /// across reloads).
+    session_counts: SessionCounts,
     stream_index: HashMap<String, usize>,
 }
 
@@ -165,6 +173,7 @@ impl Snapshot {
                 };
                 EdgeView {
                     index: i,
+                    name: Arc::from(e.name.as_str()),
                     public_base: e.public_url.as_str().trim_end_matches('/').to_string(),
                     health,
                     listeners,
@@ -197,6 +206,7 @@ impl Snapshot {
                     .sum();
                 StreamView {
                     index: i,
+                    name: Arc::from(s.name.as_str()),
                     listeners,
                 }
             })
@@ -215,16 +225,55 @@ impl Snapshot {
             edges,
             streams,
             sessions: HashMap::new(),
+            session_counts: SessionCounts::new(),
             stream_index,
         };
         snap.account();
         snap
     }
 
-    /// Add HLS session counts per (stream, edge), as the poller's session
-    /// table reports them; they count in the edges' load.
-    pub fn with_sessions(mut self, sessions: HashMap<(usize, usize), u64>) -> Snapshot {
-        self.sessions = sessions;
+    /// The same farm under a new config (a reload or an admin API change):
+    /// edges whose name and poll URL are unchanged keep their health,
+    /// listener counts, assignments and sessions; new edges start down
+    /// until polled.
+    pub fn reconfigure(config: Arc<Config>, policy: Arc<dyn Policy>, prev: &Snapshot) -> Snapshot {
+        let health: Vec<EdgeHealth> = config
+            .edges
+            .iter()
+            .map(|e| {
+                prev.edges
+                    .iter()
+                    .find(|p| {
+                        let pc = &prev.config.edges[p.index];
+                        pc.name == e.name && pc.url == e.url
+                    })
+                    .map(|p| p.health.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let keep = vec![false; config.edges.len()];
+        Snapshot::build(
+            config,
+            policy,
+            &health,
+            prev.generation + 1,
+            Some((prev, &keep)),
+        )
+        .with_sessions(prev.session_counts.clone())
+    }
+
+    /// Add HLS session counts per (stream name, edge name), as the
+    /// poller's session table reports them; they count in the edges' load.
+    pub fn with_sessions(mut self, counts: SessionCounts) -> Snapshot {
+        self.sessions = counts
+            .iter()
+            .filter_map(|((stream, edge), n)| {
+                let s = self.stream(stream)?;
+                let e = self.edge_named(edge)?;
+                Some(((s, e), *n))
+            })
+            .collect();
+        self.session_counts = counts;
         self.account();
         self
     }
@@ -354,6 +403,7 @@ impl Snapshot {
         let conf = &self.config.streams[stream];
         let view = &self.edges[edge];
         conf.edges.contains(&edge)
+            && self.config.edges[edge].admin_state != AdminState::Disabled
             && view.health.up
             && view
                 .health
@@ -392,6 +442,10 @@ impl Snapshot {
                     continue;
                 }
                 any_up = true;
+                if self.config.edges[e].admin_state != AdminState::Active {
+                    // Draining or disabled: no new listeners.
+                    continue;
+                }
                 let Some(live) = view.health.status.as_ref().and_then(|s| s.mount(mount)) else {
                     continue;
                 };
@@ -615,8 +669,11 @@ streams:
 
     #[test]
     fn sessions_count_in_the_load() {
-        let s = snap(config(""), &[up(&[("/air", 0)]), up(&[("/air", 0)])])
-            .with_sessions([((0, 0), 30)].into_iter().collect());
+        let s = snap(config(""), &[up(&[("/air", 0)]), up(&[("/air", 0)])]).with_sessions(
+            [((Arc::from("apple"), Arc::from("a")), 30)]
+                .into_iter()
+                .collect(),
+        );
         assert_eq!(s.edges[0].sessions, 30);
         assert!((s.load(0) - 0.03).abs() < 1e-9);
         assert_eq!(s.choose(0).unwrap().edge, 1);

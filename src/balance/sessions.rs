@@ -4,21 +4,26 @@
 //! and counts sessions seen within the token lifetime.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-/// One sighting of a session.
-#[derive(Debug, Clone, Copy)]
+/// One sighting of a session. Names, not indexes: a reload may reorder
+/// the config between the sighting and the count.
+#[derive(Debug, Clone)]
 pub struct Seen {
     /// The session id carried by the token.
     pub session: u64,
-    /// Stream index in the config.
-    pub stream: usize,
-    /// Edge index in the config.
-    pub edge: usize,
+    /// Stream name.
+    pub stream: Arc<str>,
+    /// Edge name.
+    pub edge: Arc<str>,
     /// When.
     pub at: Instant,
 }
+
+/// Sessions per (stream name, edge name).
+pub type SessionCounts = HashMap<(Arc<str>, Arc<str>), u64>;
 
 /// The sending half, shared by request threads.
 #[derive(Debug, Clone)]
@@ -55,7 +60,7 @@ pub struct SessionTable {
 impl SessionTable {
     /// Take in every pending sighting and forget sessions not seen within
     /// `window`; returns sessions per (stream, edge).
-    pub fn count(&mut self, window: Duration, now: Instant) -> HashMap<(usize, usize), u64> {
+    pub fn count(&mut self, window: Duration, now: Instant) -> SessionCounts {
         while let Ok(seen) = self.rx.try_recv() {
             // A session that moved edges counts on its latest edge only.
             self.live.insert(seen.session, seen);
@@ -64,7 +69,9 @@ impl SessionTable {
             .retain(|_, s| now.saturating_duration_since(s.at) <= window);
         let mut counts = HashMap::new();
         for s in self.live.values() {
-            *counts.entry((s.stream, s.edge)).or_default() += 1;
+            *counts
+                .entry((s.stream.clone(), s.edge.clone()))
+                .or_default() += 1;
         }
         counts
     }
@@ -78,20 +85,22 @@ mod tests {
     fn counts_distinct_recent_sessions_on_their_latest_edge() {
         let (log, mut table) = SessionLog::new();
         let t0 = Instant::now();
-        let seen = |session, edge, at| Seen {
+        let (live, e0, e1): (Arc<str>, Arc<str>, Arc<str>) =
+            ("live".into(), "e0".into(), "e1".into());
+        let seen = |session, edge: &Arc<str>, at| Seen {
             session,
-            stream: 0,
-            edge,
+            stream: live.clone(),
+            edge: edge.clone(),
             at,
         };
-        log.seen(seen(1, 0, t0));
-        log.seen(seen(1, 0, t0));
-        log.seen(seen(2, 0, t0));
-        log.seen(seen(3, 1, t0));
-        log.seen(seen(3, 0, t0 + Duration::from_secs(1)));
+        log.seen(seen(1, &e0, t0));
+        log.seen(seen(1, &e0, t0));
+        log.seen(seen(2, &e0, t0));
+        log.seen(seen(3, &e1, t0));
+        log.seen(seen(3, &e0, t0 + Duration::from_secs(1)));
         let c = table.count(Duration::from_secs(60), t0 + Duration::from_secs(2));
-        assert_eq!(c.get(&(0, 0)), Some(&3));
-        assert_eq!(c.get(&(0, 1)), None);
+        assert_eq!(c.get(&(live.clone(), e0.clone())), Some(&3));
+        assert_eq!(c.get(&(live.clone(), e1.clone())), None);
         let c = table.count(Duration::from_secs(60), t0 + Duration::from_secs(62));
         assert!(c.is_empty());
     }

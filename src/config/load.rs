@@ -2,8 +2,8 @@
 //! one bad edge does not hide the errors of the next.
 
 use super::schema::{
-    AdminConfig, BalanceConfig, CorsConfig, EdgeConfig, FileConfig, PollConfig, ServerConfig,
-    StickyConfig, StreamConfig,
+    AdminConfig, BalanceConfig, CorsConfig, EdgeConfig, FileConfig, PollConfig, ReloadConfig,
+    ServerConfig, StickyConfig, StreamConfig,
 };
 use super::{validate, Config, ConfigError, ConfigErrors};
 use serde::de::DeserializeOwned;
@@ -12,7 +12,7 @@ use std::path::Path;
 
 /// The top-level keys a config file may have.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "admin", "poll", "balance", "server", "sticky", "cors", "edges", "streams",
+    "listen", "admin", "poll", "balance", "server", "sticky", "cors", "reload", "edges", "streams",
 ];
 
 /// Read and validate the config file at `path`.
@@ -36,9 +36,18 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
 /// Every problem found: YAML syntax errors with line and column, unknown
 /// keys, wrong types and bad values with their key path.
 pub fn load_str(text: &str) -> Result<Config, ConfigErrors> {
+    load_str_with_file(text).map(|(_, config)| config)
+}
+
+/// Parse and validate config text; also return the file's shape, which the
+/// control plane merges runtime changes into.
+///
+/// # Errors
+/// As [`load_str`].
+pub fn load_str_with_file(text: &str) -> Result<(FileConfig, Config), ConfigErrors> {
     let parsed = parse(text)?;
     match validate::validate(&parsed.file, &parsed.places) {
-        Ok(config) if parsed.errors.is_empty() => Ok(config),
+        Ok(config) if parsed.errors.is_empty() => Ok((parsed.file, config)),
         Ok(_) => Err(ConfigErrors(parsed.errors)),
         Err(ConfigErrors(more)) => {
             let mut all = parsed.errors;
@@ -100,6 +109,7 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
         server: ServerConfig::default(),
         sticky: StickyConfig::default(),
         cors: CorsConfig::default(),
+        reload: ReloadConfig::default(),
         edges: Vec::new(),
         streams: Vec::new(),
     };
@@ -131,6 +141,11 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
     if let Some(v) = map.get("cors") {
         if let Some(cors) = section(v, "cors", &mut errors) {
             file.cors = cors;
+        }
+    }
+    if let Some(v) = map.get("reload") {
+        if let Some(reload) = section(v, "reload", &mut errors) {
+            file.reload = reload;
         }
     }
     if let Some(v) = map.get("server") {

@@ -7,7 +7,7 @@ pub mod load;
 pub mod schema;
 pub mod validate;
 
-pub use load::{load_file, load_str};
+pub use load::{load_file, load_str, load_str_with_file};
 pub use schema::{CorsConfig, EdgeKind, PolicyName, StreamKind, StreamMode};
 
 use std::net::SocketAddr;
@@ -62,6 +62,11 @@ pub struct Config {
     pub sticky: StickySettings,
     /// Cross-origin access.
     pub cors: CorsConfig,
+    /// The admin API bearer token, read from `admin.token_file`; `None`
+    /// disables mutating calls.
+    pub admin_token: Option<String>,
+    /// Config file watching.
+    pub reload: schema::ReloadConfig,
     /// Edges, in file order.
     pub edges: Vec<Edge>,
     /// Streams, in file order.
@@ -121,8 +126,35 @@ pub struct Edge {
     pub max_bandwidth_bps: Option<u64>,
     /// nginx worker processes answering `/stat` (nginx_rtmp), >= 1.
     pub workers: u32,
+    /// Operator state set through the admin API (always `Active` from a
+    /// file).
+    pub admin_state: AdminState,
     /// Icecast admin credentials, for `/admin/stats`.
     pub admin: Option<schema::EdgeAdmin>,
+}
+
+/// What an operator allows an edge to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    /// Takes new listeners.
+    #[default]
+    Active,
+    /// No new listeners; sessions and listeners already there stay.
+    Draining,
+    /// Out of rotation: no new listeners, and HLS sessions move away.
+    Disabled,
+}
+
+impl AdminState {
+    /// `active`, `draining` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
 }
 
 /// A validated stream.

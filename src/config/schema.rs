@@ -4,13 +4,18 @@
 //! (unknown keys, types, durations). Cross-field rules (unique names, known
 //! edges, URL schemes) live in [`super::validate`].
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Deserialize a humantime duration such as `1s`, `800ms` or `2m 30s`.
 pub(crate) mod duration {
     use serde::{Deserialize, Deserializer};
+
     use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
@@ -24,7 +29,7 @@ pub(crate) mod duration {
 
 /// The whole file. Top-level keys: `listen`, `admin`, `poll`, `balance`,
 /// `server`, `sticky`, `cors`, `edges`, `streams`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Front-door listen addresses (`ip:port`), plain HTTP. Default: `["0.0.0.0:8080"]`.
@@ -48,6 +53,9 @@ pub struct FileConfig {
     /// Cross-origin access for web players.
     #[serde(default)]
     pub cors: CorsConfig,
+    /// Config reloading.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// The edges of the farm.
     #[serde(default)]
     pub edges: Vec<EdgeConfig>,
@@ -62,20 +70,59 @@ pub fn default_listen() -> Vec<String> {
 }
 
 /// `admin:` the operator's listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// `ip:port` serving `/metrics` and `/status.json`. Default `127.0.0.1:9090`.
+    /// `ip:port` serving `/`, `/metrics`, `/status.json` and `/api`.
+    /// Default `127.0.0.1:9090`.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// File holding the bearer token that mutating `/api` calls must carry
+    /// (`Authorization: Bearer <token>`; surrounding whitespace ignored).
+    /// Default: none, and mutating calls are disabled.
+    #[serde(default)]
+    pub token_file: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            token_file: None,
         }
     }
+}
+
+/// `reload:` how castgate notices a changed config file (SIGHUP always
+/// reloads).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the file and reload when it changes. Default true.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// How long the file must stay unchanged before a watched change is
+    /// read (editors write in several steps). Default `300ms`.
+    #[serde(default = "default_debounce", with = "duration")]
+    pub debounce: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: default_debounce(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Default watch debounce: 300 ms.
+pub fn default_debounce() -> Duration {
+    Duration::from_millis(300)
 }
 
 /// Default admin listen address: `127.0.0.1:9090` (loopback only).
@@ -84,7 +131,7 @@ pub fn default_admin_listen() -> String {
 }
 
 /// `poll:` how often and how patiently edges are polled.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollConfig {
     /// Time between two polls of every edge. Default `1s`.
@@ -140,7 +187,7 @@ pub fn default_max_body() -> usize {
 }
 
 /// `balance:` the selection policy.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalanceConfig {
     /// `least_loaded` (default), `round_robin` or `random`.
@@ -149,7 +196,7 @@ pub struct BalanceConfig {
 }
 
 /// The selection policies; see [`crate::balance`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyName {
     /// Lowest (listeners + assigned since the last poll) / capacity / weight.
@@ -162,7 +209,7 @@ pub enum PolicyName {
 }
 
 /// `server:` process settings passed to pingora.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Worker threads of the front door. Default 1.
@@ -204,7 +251,7 @@ pub fn default_shutdown_timeout() -> Duration {
 
 /// `sticky:` signed session tokens (HMAC-SHA256 over edge, expiry and a
 /// session id). Instances sharing `secret_file` honour each other's tokens.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StickyConfig {
     /// File holding the secret (at least 16 bytes; surrounding whitespace
@@ -232,7 +279,7 @@ pub fn default_ttl() -> Duration {
 }
 
 /// `cors:` which web origins may read front-door answers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Origins allowed to read answers (`https://radio.example`), or `*`.
@@ -261,7 +308,7 @@ pub fn default_allow_origins() -> Vec<String> {
 }
 
 /// The kinds of edge castgate can poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeKind {
     /// Icecast 2.4: `GET {url}/status-json.xsl`.
@@ -291,7 +338,7 @@ impl EdgeKind {
 }
 
 /// One entry of `edges:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Unique name, `[a-z0-9_-]+`; used in metrics labels and /status.json.
@@ -337,7 +384,7 @@ pub fn default_weight() -> f64 {
 }
 
 /// `edges[].admin:` Icecast admin credentials (HTTP basic auth).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeAdmin {
     /// Admin user, usually `admin`.
@@ -347,7 +394,7 @@ pub struct EdgeAdmin {
 }
 
 /// What a stream is made of.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamKind {
     /// An Icecast mount: one long HTTP body per listener.
@@ -359,7 +406,7 @@ pub enum StreamKind {
 }
 
 /// How the front door hands a listener to the chosen edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamMode {
     /// HLS: castgate fetches the edge's playlist and answers it with every
@@ -373,7 +420,7 @@ pub enum StreamMode {
 }
 
 /// One entry of `streams:`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StreamConfig {
     /// Icecast: served as `/{name}.m3u`, `.pls`, `.xspf` and `/{name}`.

@@ -2,7 +2,7 @@
 //! Every rule runs; every failure is reported with its place.
 
 use super::schema::{EdgeConfig, EdgeKind, FileConfig, StreamConfig, StreamKind, StreamMode};
-use super::StickySettings;
+use super::{AdminState, StickySettings};
 use super::{Config, ConfigError, ConfigErrors, Edge, PollSettings, Stream};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -97,6 +97,32 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         err("server.threads".into(), "must be at least 1".into());
     }
     let sticky = check_sticky(file, &mut err);
+    let admin_token = match &file.admin.token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) if t.trim().len() >= 16 => Some(t.trim().to_string()),
+            Ok(t) => {
+                err(
+                    "admin.token_file".into(),
+                    format!(
+                        "`{path}` holds a {}-character token; use at least 16",
+                        t.trim().len()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                err(
+                    "admin.token_file".into(),
+                    format!("cannot read `{path}`: {e}"),
+                );
+                None
+            }
+        },
+    };
+    if file.reload.debounce > std::time::Duration::from_secs(10) {
+        err("reload.debounce".into(), "must be at most 10s".into());
+    }
     for (i, origin) in file
         .cors
         .allow_origins
@@ -190,6 +216,8 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
             ttl: file.sticky.ttl,
         }),
         cors: file.cors.clone(),
+        admin_token,
+        reload: file.reload.clone(),
         edges,
         streams,
     })
@@ -349,6 +377,7 @@ fn check_edge(place: &str, e: &EdgeConfig, err: &mut impl FnMut(String, String))
         weight: e.weight,
         max_bandwidth_bps,
         workers: e.workers,
+        admin_state: AdminState::Active,
         admin: e.admin.clone(),
     })
     .filter(|_| ok)
@@ -573,6 +602,20 @@ fn check_stream(
             .map(|(i, _)| i)
             .collect(),
     };
+    if members.is_empty() && s.edges.as_ref().is_none_or(|l| !l.is_empty()) && ok {
+        err(
+            format!("{place}.edges"),
+            format!(
+                "no edge can carry this stream (it needs {} edges)",
+                if wants_hls {
+                    "nginx_rtmp or hls"
+                } else {
+                    "icecast"
+                }
+            ),
+        );
+        ok = false;
+    }
     ok.then(|| Stream {
         name: s.name.clone(),
         kind: s.kind,

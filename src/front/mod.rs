@@ -402,8 +402,8 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
             if is_playlist {
                 state.sessions.seen(Seen {
                     session: pick.session,
-                    stream,
-                    edge: pick.edge,
+                    stream: snap.streams[stream].name.clone(),
+                    edge: snap.edges[pick.edge].name.clone(),
                     at: Instant::now(),
                 });
             }
@@ -461,8 +461,8 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
             if rest.ends_with(".m3u8") {
                 state.sessions.seen(Seen {
                     session: pick.session,
-                    stream,
-                    edge: pick.edge,
+                    stream: snap.streams[stream].name.clone(),
+                    edge: snap.edges[pick.edge].name.clone(),
                     at: Instant::now(),
                 });
             }

@@ -121,8 +121,10 @@ impl Fetcher {
             .user_agent(concat!("castgate/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
-            .connect_timeout(poll.timeout)
-            .timeout(poll.timeout)
+            // The poller bounds each poll by `poll.timeout` itself (it may
+            // change on reload); these only stop a runaway request.
+            .connect_timeout(poll.timeout.max(Duration::from_secs(30)))
+            .timeout(poll.timeout.max(Duration::from_secs(30)))
             .pool_max_idle_per_host(1)
             .build()?;
         Ok(Fetcher {
@@ -481,10 +483,15 @@ impl Track {
     }
 }
 
-/// Poller-owned state: per-edge tracks and the session table.
+/// Poller-owned state: per-edge tracks, by (name, poll URL) so that a
+/// reload keeps an unchanged edge's history, and the session table.
 struct PollState {
-    tracks: Vec<Track>,
+    tracks: HashMap<(String, String), Track>,
     sessions: SessionTable,
+}
+
+fn track_key(edge: &Edge) -> (String, String) {
+    (edge.name.clone(), edge.url.to_string())
 }
 
 /// The background service that polls the farm and publishes snapshots.
@@ -524,7 +531,7 @@ impl Poller {
             }),
             hls: Arc::new(HlsProbe { fetch }),
             inner: Mutex::new(PollState {
-                tracks: Vec::new(),
+                tracks: HashMap::new(),
                 sessions,
             }),
         })
@@ -560,13 +567,12 @@ impl Poller {
 
         let mut inner = self.inner.lock().await;
         let PollState { tracks, sessions } = &mut *inner;
-        tracks.resize(config.edges.len(), Track::default());
         let now = Instant::now();
-        let mut refreshed = vec![false; config.edges.len()];
+        let mut refreshed_keys = Vec::new();
         let metrics = &self.state.metrics;
         for (i, (result, took)) in results.into_iter().enumerate() {
             let edge = &config.edges[i];
-            let track = &mut tracks[i];
+            let track = tracks.entry(track_key(edge)).or_default();
             metrics
                 .poll_duration
                 .with_label_values(&[&edge.name])
@@ -581,7 +587,7 @@ impl Poller {
                     let status = track.interpret(p.observation, &hls_streams[i], &poll, now);
                     track.health.stream_errors = track.stream_errors.clone();
                     track.health.status = Some(status);
-                    refreshed[i] = true;
+                    refreshed_keys.push(track_key(edge));
                 }
                 Err(e) => {
                     metrics
@@ -600,15 +606,26 @@ impl Poller {
             }
             track.health.up = track.hysteresis.is_up();
         }
-        let health: Vec<EdgeHealth> = tracks.iter().map(|t| t.health.clone()).collect();
         let session_counts = sessions.count(config.sticky.ttl, now);
+
+        // Publish against the latest config: a reload or an API change may
+        // have landed while the edges were being polled.
+        let _writer = self.state.writer.lock().await;
+        let latest = self.state.snapshot.load_full();
+        let keys: Vec<(String, String)> = latest.config.edges.iter().map(track_key).collect();
+        tracks.retain(|k, _| keys.contains(k));
+        let health: Vec<EdgeHealth> = keys
+            .iter()
+            .map(|k| tracks.get(k).map(|t| t.health.clone()).unwrap_or_default())
+            .collect();
+        let refreshed: Vec<bool> = keys.iter().map(|k| refreshed_keys.contains(k)).collect();
         drop(inner);
         let next = Snapshot::build(
-            config,
-            current.policy.clone(),
+            latest.config.clone(),
+            latest.policy.clone(),
             &health,
-            current.generation + 1,
-            Some((&current, &refreshed)),
+            latest.generation + 1,
+            Some((&latest, &refreshed)),
         )
         .with_sessions(session_counts);
         self.state.snapshot.store(Arc::new(next));
@@ -618,15 +635,19 @@ impl Poller {
 #[async_trait]
 impl BackgroundService for Poller {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let interval = self.state.snapshot.load().config.poll.interval;
-        let mut ticker = tokio::time::interval(interval);
-        // A late round (a stalled runtime) shifts the schedule instead of
-        // firing a burst of catch-up rounds.
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = ticker.tick() => self.round().await,
+                _ = tokio::time::sleep_until(next) => {
+                    // The interval is read each round, so a reload applies
+                    // at the next one. A late round shifts the schedule
+                    // instead of firing catch-up rounds.
+                    let started = tokio::time::Instant::now();
+                    self.round().await;
+                    let interval = self.state.snapshot.load().config.poll.interval;
+                    next = started.max(next) + interval;
+                }
             }
         }
         tracing::debug!("poller stopped");

@@ -1016,13 +1016,35 @@ pub fn try_http_request(
     url: &str,
     headers: &[(&str, &str)],
 ) -> io::Result<HttpResponse> {
+    try_http_request_with_body(method, url, headers, &[])
+}
+
+/// [`http_request`] with a request body (the caller sets Content-Length).
+pub fn http_request_with_body(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    try_http_request_with_body(method, url, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
+}
+
+/// [`try_http_request`] with a request body (the caller sets
+/// Content-Length).
+pub fn try_http_request_with_body(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
     let target = HttpTarget::parse(url)?;
     let stream = target.connect()?;
-    (&stream).write_all(
-        target
-            .request(method, headers, "Connection: close\r\n")
-            .as_bytes(),
-    )?;
+    let mut request = target
+        .request(method, headers, "Connection: close\r\n")
+        .into_bytes();
+    request.extend_from_slice(body);
+    (&stream).write_all(&request)?;
     let mut reader = DeadlineReader {
         stream: &stream,
         deadline: Instant::now() + HTTP_TIMEOUT,
