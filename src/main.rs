@@ -27,13 +27,24 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve until SIGINT (quick) or SIGTERM (graceful).
+    /// Serve until SIGINT (quick) or SIGTERM (graceful). SIGHUP reloads
+    /// the config.
     Run {
         /// The YAML config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Log lines as `text` (for people) or `json` (one object a line,
+        /// for log shippers).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Validate a config file: print `ok`, or every error with its place.
     Check {
@@ -58,8 +69,8 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Run { config } => {
-            init_logs();
+        Command::Run { config, log_format } => {
+            init_logs(log_format);
             let text = match std::fs::read_to_string(&config) {
                 Ok(t) => t,
                 Err(e) => {
@@ -87,14 +98,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs() {
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 /// Build the pingora server from the config and serve until a signal.

@@ -206,3 +206,60 @@ fn sigterm_and_sigint_stop_cleanly() {
         );
     }
 }
+
+#[test]
+fn access_log_lines_in_text_and_json() {
+    let f = farm();
+    http_get(&format!("{}/apple.m3u", f.cg.front_url()));
+    http_get(&format!("{}/nope.m3u", f.cg.front_url()));
+    wait_until("access lines", Duration::from_secs(5), || {
+        f.cg.log()
+            .lines()
+            .any(|l| l.contains("castgate::access") && l.contains("code=404"))
+    });
+    let log = f.cg.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("castgate::access") && l.contains("stream=\"apple\""))
+        .expect("an access line for the playlist");
+    for field in [
+        "client=127.0.0.1:",
+        "format=\"m3u\"",
+        "edge=\"a\"",
+        "code=200",
+        "micros=",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+
+    // JSON: one object a line, fields as keys; and it can be switched off.
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "listen: [\"127.0.0.1:{front}\"]\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nedges:\n  - {{ name: a, kind: icecast, url: \"{}\" }}\nstreams:\n  - {{ name: apple, mount: /air }}\n",
+        f.ice.url()
+    );
+    let json = Castgate::start_with_args(&yaml, front, admin, &["--log-format", "json"]);
+    http_get(&format!("{}/nope.m3u", json.front_url()));
+    wait_until("json access line", Duration::from_secs(5), || {
+        json.log().lines().any(|l| l.contains("castgate::access"))
+    });
+    let log = json.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("castgate::access"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(v["target"], "castgate::access");
+    assert_eq!(v["fields"]["code"], 404);
+    drop(json);
+
+    let (front, admin) = (free_port(), free_port());
+    let quiet_yaml = format!(
+        "listen: [\"127.0.0.1:{front}\"]\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nlog: {{ access: false }}\nedges:\n  - {{ name: a, kind: icecast, url: \"{}\" }}\nstreams:\n  - {{ name: apple, mount: /air }}\n",
+        f.ice.url()
+    );
+    let quiet = Castgate::start(&quiet_yaml, front, admin);
+    http_get(&format!("{}/nope.m3u", quiet.front_url()));
+    http_get(&format!("{}/status.json", quiet.admin_url()));
+    assert!(!quiet.log().contains("castgate::access"), "access log off");
+}

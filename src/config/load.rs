@@ -2,8 +2,8 @@
 //! one bad edge does not hide the errors of the next.
 
 use super::schema::{
-    AdminConfig, BalanceConfig, CorsConfig, EdgeConfig, FileConfig, PollConfig, ReloadConfig,
-    ServerConfig, StickyConfig, StreamConfig,
+    AdminConfig, BalanceConfig, CorsConfig, EdgeConfig, FileConfig, LogConfig, PollConfig,
+    ReloadConfig, ServerConfig, StickyConfig, StreamConfig,
 };
 use super::{validate, Config, ConfigError, ConfigErrors};
 use serde::de::DeserializeOwned;
@@ -12,7 +12,8 @@ use std::path::Path;
 
 /// The top-level keys a config file may have.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "admin", "poll", "balance", "server", "sticky", "cors", "reload", "edges", "streams",
+    "listen", "admin", "poll", "balance", "server", "sticky", "cors", "reload", "log", "edges",
+    "streams",
 ];
 
 /// Read and validate the config file at `path`.
@@ -110,6 +111,7 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
         sticky: StickyConfig::default(),
         cors: CorsConfig::default(),
         reload: ReloadConfig::default(),
+        log: LogConfig::default(),
         edges: Vec::new(),
         streams: Vec::new(),
     };
@@ -146,6 +148,11 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
     if let Some(v) = map.get("reload") {
         if let Some(reload) = section(v, "reload", &mut errors) {
             file.reload = reload;
+        }
+    }
+    if let Some(v) = map.get("log") {
+        if let Some(log) = section(v, "log", &mut errors) {
+            file.log = log;
         }
     }
     if let Some(v) = map.get("server") {

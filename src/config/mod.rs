@@ -67,6 +67,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Config file watching.
     pub reload: schema::ReloadConfig,
+    /// Whether each front-door request is logged.
+    pub access_log: bool,
     /// Edges, in file order.
     pub edges: Vec<Edge>,
     /// Streams, in file order.

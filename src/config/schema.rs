@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// Config reloading.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
     /// The edges of the farm.
     #[serde(default)]
     pub edges: Vec<EdgeConfig>,
@@ -113,6 +116,23 @@ impl Default for ReloadConfig {
             watch: true,
             debounce: default_debounce(),
         }
+    }
+}
+
+/// `log:` what castgate logs (the format is a command-line flag).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// One line per front-door request (target `castgate::access`): client,
+    /// method, path, stream, format, edge chosen, status, microseconds.
+    /// Default true.
+    #[serde(default = "default_true")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { access: true }
     }
 }
 

@@ -218,6 +218,7 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         cors: file.cors.clone(),
         admin_token,
         reload: file.reload.clone(),
+        access_log: file.log.access,
         edges,
         streams,
     })
@@ -736,6 +737,33 @@ streams:
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("line "), "{errs:?}");
         assert!(errs[0].contains("column"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_top_level_key_is_accepted() {
+        // A key added to FileConfig but not to the loader's list would be
+        // refused as unknown.
+        let (file, _) = crate::config::load_str_with_file(GOOD).unwrap();
+        let value = serde_yaml::to_value(&file).unwrap();
+        let keys: Vec<String> = value
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        let mut text = String::new();
+        for k in &keys {
+            let v = serde_yaml::to_string(&value[k.as_str()]).unwrap();
+            text.push_str(&format!(
+                "{k}:\n{}\n",
+                v.lines()
+                    .map(|l| format!("  {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+        assert!(keys.len() >= 11, "{keys:?}");
+        load_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 
     #[test]

@@ -574,6 +574,10 @@ fn retry_after(snap: &Snapshot, why: NoEdge) -> u64 {
 pub struct Ctx {
     proxy: Option<ProxyJob>,
     cors: CorsHeaders,
+    /// When the request started, for the access log.
+    started: Option<Instant>,
+    /// What the access log says: stream, format, edge.
+    access: Option<(Option<Arc<str>>, &'static str, Option<Arc<str>>)>,
 }
 
 /// The pingora front-door service.
@@ -736,7 +740,10 @@ impl ProxyHttp for FrontDoor {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Self::CTX {
-        Ctx::default()
+        Ctx {
+            started: Some(Instant::now()),
+            ..Ctx::default()
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -786,6 +793,11 @@ impl ProxyHttp for FrontDoor {
                         ])
                         .inc();
                 }
+                ctx.access = Some((
+                    Some(snap.streams[job.stream].name.clone()),
+                    job.format,
+                    Some(snap.edges[job.edge].name.clone()),
+                ));
                 ctx.proxy = Some(job);
                 return Ok(false);
             }
@@ -797,6 +809,11 @@ impl ProxyHttp for FrontDoor {
             answer.status,
             answer.edge,
         );
+        ctx.access = Some((
+            answer.stream.map(|s| snap.streams[s].name.clone()),
+            answer.format,
+            answer.edge.map(|e| snap.edges[e].name.clone()),
+        ));
         write(session, &answer, &ctx.cors, is_head).await?;
         Ok(true)
     }
@@ -864,15 +881,34 @@ impl ProxyHttp for FrontDoor {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(job) = &ctx.proxy else {
-            return;
-        };
         let status = session
             .response_written()
             .map_or(502, |r| r.status.as_u16());
         let snap = self.state.snapshot.load();
-        // The assignment was counted when the request was decided.
-        self.count(&snap, Some(job.stream), job.format, status, None);
+        if let Some(job) = &ctx.proxy {
+            // The assignment was counted when the request was decided.
+            self.count(&snap, Some(job.stream), job.format, status, None);
+        }
+        if snap.config.access_log {
+            let (stream, format, edge) = ctx.access.clone().unwrap_or((None, "-", None));
+            let micros = ctx.started.map_or(0, |t| t.elapsed().as_micros() as u64);
+            let client = session
+                .client_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let req = session.req_header();
+            tracing::info!(
+                target: "castgate::access",
+                client = %client,
+                method = %req.method,
+                path = %req.uri.path(),
+                stream = stream.as_deref().unwrap_or("-"),
+                format,
+                edge = edge.as_deref().unwrap_or("-"),
+                code = status,
+                micros,
+            );
+        }
     }
 }
 

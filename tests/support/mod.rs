@@ -1145,6 +1145,16 @@ impl Castgate {
     /// `GET http://127.0.0.1:{admin_port}/status.json` answers 200. The
     /// ports must be the ones the YAML makes castgate listen on.
     pub fn start(config_yaml: &str, front_port: u16, admin_port: u16) -> Castgate {
+        Castgate::start_with_args(config_yaml, front_port, admin_port, &[])
+    }
+
+    /// [`Castgate::start`] with extra `castgate run` arguments.
+    pub fn start_with_args(
+        config_yaml: &str,
+        front_port: u16,
+        admin_port: u16,
+        args: &[&str],
+    ) -> Castgate {
         let dir = harness_dir("castgate-run-");
         let config = dir.path().join("castgate.yaml");
         fs::write(&config, config_yaml).expect("write castgate config");
@@ -1154,6 +1164,7 @@ impl Castgate {
             .arg("run")
             .arg("--config")
             .arg(&config)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log_too)
             .stderr(log)
