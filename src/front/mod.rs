@@ -576,9 +576,12 @@ pub struct Ctx {
     cors: CorsHeaders,
     /// When the request started, for the access log.
     started: Option<Instant>,
-    /// What the access log says: stream, format, edge.
-    access: Option<(Option<Arc<str>>, &'static str, Option<Arc<str>>)>,
+    /// What the access log says of the request.
+    access: Option<AccessInfo>,
 }
+
+/// Access-log fields decided while answering: stream, format, edge.
+type AccessInfo = (Option<Arc<str>>, &'static str, Option<Arc<str>>);
 
 /// The pingora front-door service.
 pub struct FrontDoor {
