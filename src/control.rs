@@ -129,6 +129,7 @@ pub struct Control {
     state: Arc<State>,
     path: PathBuf,
     inner: Mutex<Inner>,
+    certs: std::sync::Mutex<Vec<Arc<crate::tls::ReloadableCert>>>,
 }
 
 impl Control {
@@ -143,7 +144,29 @@ impl Control {
                 text,
                 overrides: Overrides::default(),
             }),
+            certs: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The HTTPS listeners' certificates, re-read on every reload.
+    pub fn set_certificates(&self, certs: Vec<Arc<crate::tls::ReloadableCert>>) {
+        if let Ok(mut c) = self.certs.lock() {
+            *c = certs;
+        }
+    }
+
+    /// Re-read every HTTPS certificate; failures keep the running one and
+    /// are returned.
+    fn reload_certificates(&self) -> Vec<ConfigError> {
+        let certs = self.certs.lock().map(|c| c.clone()).unwrap_or_default();
+        certs
+            .iter()
+            .filter_map(|c| c.reload().err())
+            .map(|e| ConfigError {
+                place: "listen[].tls".into(),
+                message: format!("{e}; the running certificate stays"),
+            })
+            .collect()
     }
 
     /// The config file's path.
@@ -186,6 +209,12 @@ impl Control {
     }
 
     async fn reload_inner(&self) -> ReloadOutcome {
+        // Certificates renew on their own schedule: re-read them on every
+        // reload, whether or not the config file changed.
+        let cert_errors = self.reload_certificates();
+        if !cert_errors.is_empty() {
+            return ReloadOutcome::Invalid(cert_errors);
+        }
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) => {

@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod poll;
 pub mod reload;
 pub mod state;
+pub mod tls;

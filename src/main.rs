@@ -11,6 +11,7 @@ use castgate::poll::Poller;
 use castgate::reload::Reloader;
 use castgate::state::State;
 use clap::{Parser, Subcommand};
+use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -136,9 +137,22 @@ fn run(path: PathBuf, text: String, (file, config): (FileConfig, Config)) -> any
 
     let door = FrontDoor::new(state.clone()).context("building the playlist HTTP client")?;
     let mut front = http_proxy_service(&server.configuration, door);
-    for addr in &listen {
-        front.add_tcp(&addr.to_string());
+    let mut certs = Vec::new();
+    for l in &listen {
+        match &l.tls {
+            None => front.add_tcp(&l.addr.to_string()),
+            Some(files) => {
+                let cert = castgate::tls::ReloadableCert::new(&files.cert, &files.key)
+                    .with_context(|| format!("TLS listener {}", l.addr))?;
+                let mut settings = TlsSettings::intermediate("", "").context("TLS settings")?;
+                settings.set_cert_resolver(cert.clone());
+                settings.enable_h2();
+                front.add_tls_with_settings(&l.addr.to_string(), None, settings);
+                certs.push(cert);
+            }
+        }
     }
+    control.set_certificates(certs);
     let mut admin = Service::new(
         "castgate admin".to_string(),
         Admin::new(state.clone(), control.clone()),
@@ -154,7 +168,7 @@ fn run(path: PathBuf, text: String, (file, config): (FileConfig, Config)) -> any
         Reloader::new(control),
     ));
     tracing::info!(
-        listen = ?listen,
+        listen = ?listen.iter().map(|l| format!("{}{}", if l.tls.is_some() { "https://" } else { "http://" }, l.addr)).collect::<Vec<_>>(),
         admin = %admin_listen,
         edges,
         streams,

@@ -48,12 +48,14 @@ fn render(errors: &[ConfigError]) -> String {
 /// A validated configuration. Built only by [`load_str`] / [`load_file`].
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Front-door listen addresses.
-    pub listen: Vec<SocketAddr>,
+    /// Front-door listeners.
+    pub listen: Vec<Listener>,
     /// Admin listen address.
     pub admin_listen: SocketAddr,
     /// Poll settings.
     pub poll: PollSettings,
+    /// Extra trust for polling HTTPS edges.
+    pub poll_tls: PollTls,
     /// Selection policy.
     pub policy: PolicyName,
     /// Process settings.
@@ -75,6 +77,15 @@ pub struct Config {
     pub streams: Vec<Stream>,
 }
 
+/// A validated front-door listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Certificate and key, for HTTPS.
+    pub tls: Option<schema::TlsFiles>,
+}
+
 /// Validated `poll:` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollSettings {
@@ -88,6 +99,13 @@ pub struct PollSettings {
     pub fall: u32,
     /// Largest status body read, bytes.
     pub max_body: usize,
+}
+
+/// Extra poll settings that are not `Copy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollTls {
+    /// PEM of an extra CA trusted for `https://` edges.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Validated `sticky:` settings.

@@ -32,9 +32,11 @@ pub(crate) mod duration {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// Front-door listen addresses (`ip:port`), plain HTTP. Default: `["0.0.0.0:8080"]`.
+    /// Front-door listeners: `"ip:port"` (plain HTTP) or
+    /// `{ addr: "ip:port", tls: { cert, key } }` (HTTPS, HTTP/2 offered by
+    /// ALPN). Default: `["0.0.0.0:8080"]`.
     #[serde(default = "default_listen")]
-    pub listen: Vec<String>,
+    pub listen: Vec<ListenEntry>,
     /// The admin listener (metrics, status).
     #[serde(default)]
     pub admin: AdminConfig,
@@ -68,8 +70,40 @@ pub struct FileConfig {
 }
 
 /// Default front-door listen addresses: `0.0.0.0:8080`.
-pub fn default_listen() -> Vec<String> {
-    vec!["0.0.0.0:8080".to_string()]
+pub fn default_listen() -> Vec<ListenEntry> {
+    vec![ListenEntry::Plain("0.0.0.0:8080".to_string())]
+}
+
+/// One entry of `listen:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ListenEntry {
+    /// `"ip:port"`: plain HTTP.
+    Plain(String),
+    /// `{ addr, tls }`: HTTPS.
+    Tls(TlsListen),
+}
+
+/// An HTTPS listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListen {
+    /// `ip:port`.
+    pub addr: String,
+    /// Certificate and key files.
+    pub tls: TlsFiles,
+}
+
+/// PEM files of a TLS listener, re-read on every reload (SIGHUP, file
+/// watch, `POST /api/reload`) so a renewed certificate applies without a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: String,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// `admin:` the operator's listener.
@@ -167,6 +201,10 @@ pub struct PollConfig {
     /// Consecutive failed polls before an up edge is down. Default 2.
     #[serde(default = "default_fall")]
     pub fall: u32,
+    /// Extra CA certificate (PEM) trusted when polling `https://` edges, on
+    /// top of the system's roots. Default: none.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Largest status body read, in bytes; a longer one is a poll error.
     /// Default 1048576 (1 MiB; 50 Icecast mounts take about 60 KB).
     #[serde(default = "default_max_body")]
@@ -180,6 +218,7 @@ impl Default for PollConfig {
             timeout: default_timeout(),
             rise: default_rise(),
             fall: default_fall(),
+            ca_file: None,
             max_body: default_max_body(),
         }
     }

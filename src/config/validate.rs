@@ -36,12 +36,34 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
     if file.listen.is_empty() {
         err("listen".into(), "needs at least one address".into());
     }
-    let mut listen = Vec::new();
-    for (i, addr) in file.listen.iter().enumerate() {
+    let mut listen: Vec<super::Listener> = Vec::new();
+    for (i, entry) in file.listen.iter().enumerate() {
+        let (addr, tls, place) = match entry {
+            super::schema::ListenEntry::Plain(a) => (a, None, format!("listen[{i}]")),
+            super::schema::ListenEntry::Tls(t) => {
+                (&t.addr, Some(&t.tls), format!("listen[{i}].addr"))
+            }
+        };
+        if let Some(files) = tls {
+            for (key, path) in [("cert", &files.cert), ("key", &files.key)] {
+                if let Err(e) = std::fs::metadata(path) {
+                    err(
+                        format!("listen[{i}].tls.{key}"),
+                        format!("cannot read `{path}`: {e}"),
+                    );
+                }
+            }
+        }
         match addr.parse::<SocketAddr>() {
-            Ok(a) => listen.push(a),
+            Ok(a) if listen.iter().any(|l| l.addr == a) => {
+                err(place, format!("{a} is listed twice"))
+            }
+            Ok(a) => listen.push(super::Listener {
+                addr: a,
+                tls: tls.cloned(),
+            }),
             Err(_) => err(
-                format!("listen[{i}]"),
+                place,
                 format!("`{addr}` is not an ip:port address (e.g. 0.0.0.0:8080)"),
             ),
         }
@@ -60,7 +82,7 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         }
     };
     if let Some(a) = admin_listen {
-        if listen.contains(&a) {
+        if listen.iter().any(|l| l.addr == a) {
             err(
                 "admin.listen".into(),
                 format!("{a} is also a front-door listen address"),
@@ -97,6 +119,28 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         err("server.threads".into(), "must be at least 1".into());
     }
     let sticky = check_sticky(file, &mut err);
+    let ca_pem = match &file.poll.ca_file {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            Ok(pem)
+                if reqwest::Certificate::from_pem(&pem).is_ok()
+                    && pem.starts_with(b"-----BEGIN") =>
+            {
+                Some(pem)
+            }
+            Ok(_) => {
+                err(
+                    "poll.ca_file".into(),
+                    format!("`{path}` holds no PEM certificate"),
+                );
+                None
+            }
+            Err(e) => {
+                err("poll.ca_file".into(), format!("cannot read `{path}`: {e}"));
+                None
+            }
+        },
+    };
     let admin_token = match &file.admin.token_file {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
@@ -209,6 +253,7 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
             fall: p.fall,
             max_body: p.max_body,
         },
+        poll_tls: super::PollTls { ca_pem },
         policy: file.balance.policy,
         server: file.server.clone(),
         sticky: sticky.unwrap_or(StickySettings {

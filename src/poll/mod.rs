@@ -112,12 +112,21 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// A client that follows no redirect and ignores proxy variables (an
-    /// edge is polled directly, as listeners reach it).
+    /// edge is polled directly, as listeners reach it). `https://` edges
+    /// are verified against the system's roots (and Mozilla's bundled ones)
+    /// plus `poll.ca_file`.
     ///
     /// # Errors
     /// When the TLS backend cannot initialise.
-    pub fn new(poll: &PollSettings) -> Result<Fetcher, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    pub fn new(
+        poll: &PollSettings,
+        tls: &crate::config::PollTls,
+    ) -> Result<Fetcher, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &tls.ca_pem {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        let client = builder
             .user_agent(concat!("castgate/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -521,8 +530,8 @@ impl Poller {
     /// # Errors
     /// When the HTTP client cannot be built (TLS backend).
     pub fn new(state: Arc<State>, sessions: SessionTable) -> Result<Poller, reqwest::Error> {
-        let poll = state.snapshot.load().config.poll;
-        let fetch = Fetcher::new(&poll)?;
+        let config = state.snapshot.load().config.clone();
+        let fetch = Fetcher::new(&config.poll, &config.poll_tls)?;
         Ok(Poller {
             state,
             icecast: Arc::new(IcecastProbe::new(fetch.clone())),
