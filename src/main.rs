@@ -46,6 +46,11 @@ enum Command {
         /// for log shippers).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Take over the listening sockets of a running castgate (binary
+        /// upgrade): start this, then send SIGQUIT to the old process. Both
+        /// must use the same `server.upgrade_sock`.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file: print `ok`, or every error with its place.
     Check {
@@ -70,7 +75,11 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Run { config, log_format } => {
+        Command::Run {
+            config,
+            log_format,
+            upgrade,
+        } => {
             init_logs(log_format);
             let text = match std::fs::read_to_string(&config) {
                 Ok(t) => t,
@@ -88,7 +97,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match run(config, text, loaded) {
+            match run(config, text, loaded, upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("castgate: {e:#}");
@@ -115,14 +124,25 @@ fn init_logs(format: LogFormat) {
 }
 
 /// Build the pingora server from the config and serve until a signal.
-fn run(path: PathBuf, text: String, (file, config): (FileConfig, Config)) -> anyhow::Result<()> {
+fn run(
+    path: PathBuf,
+    text: String,
+    (file, config): (FileConfig, Config),
+    upgrade: bool,
+) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        pid_file: config.server.pid_file.clone(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let listen = config.listen.clone();
@@ -160,9 +180,10 @@ fn run(path: PathBuf, text: String, (file, config): (FileConfig, Config)) -> any
     admin.add_tcp(&admin_listen.to_string());
     let poller = Poller::new(state, sessions).context("building the poll HTTP client")?;
 
-    server.add_service(front);
+    let polled = server.add_service(background_service("castgate poller", poller));
+    let front = server.add_service(front);
+    front.add_dependency(&polled);
     server.add_service(admin);
-    server.add_service(background_service("castgate poller", poller));
     server.add_service(background_service(
         "castgate reloader",
         Reloader::new(control),

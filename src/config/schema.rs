@@ -283,6 +283,30 @@ pub struct ServerConfig {
     /// (pingora's `graceful_shutdown_timeout_seconds`). Default `5s`.
     #[serde(default = "default_shutdown_timeout", with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Unix socket through which a new process (`castgate run --upgrade`)
+    /// takes over the listening sockets when the old one gets SIGQUIT.
+    /// Two castgates on one machine need two paths. Default
+    /// `/run/castgate/upgrade.sock` when `/run/castgate` exists, else
+    /// `/tmp/castgate-upgrade.sock`.
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
+    /// pingora's pid file. Default `/tmp/castgate.pid`.
+    #[serde(default = "default_pid_file")]
+    pub pid_file: String,
+}
+
+/// Default upgrade socket path.
+pub fn default_upgrade_sock() -> String {
+    if std::path::Path::new("/run/castgate").is_dir() {
+        "/run/castgate/upgrade.sock".into()
+    } else {
+        "/tmp/castgate-upgrade.sock".into()
+    }
+}
+
+/// Default pid file path.
+pub fn default_pid_file() -> String {
+    "/tmp/castgate.pid".into()
 }
 
 impl Default for ServerConfig {
@@ -291,6 +315,8 @@ impl Default for ServerConfig {
             threads: default_threads(),
             grace_period: default_grace_period(),
             shutdown_timeout: default_shutdown_timeout(),
+            upgrade_sock: default_upgrade_sock(),
+            pid_file: default_pid_file(),
         }
     }
 }

@@ -641,17 +641,15 @@ impl Poller {
     }
 }
 
-#[async_trait]
-impl BackgroundService for Poller {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut next = tokio::time::Instant::now();
+impl Poller {
+    /// Poll every `poll.interval` (read each round, so a reload applies at
+    /// the next one) from `next` on, until shutdown. A late round shifts
+    /// the schedule instead of firing catch-up rounds.
+    async fn run(&self, mut shutdown: ShutdownWatch, mut next: tokio::time::Instant) {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = tokio::time::sleep_until(next) => {
-                    // The interval is read each round, so a reload applies
-                    // at the next one. A late round shifts the schedule
-                    // instead of firing catch-up rounds.
                     let started = tokio::time::Instant::now();
                     self.round().await;
                     let interval = self.state.snapshot.load().config.poll.interval;
@@ -660,6 +658,28 @@ impl BackgroundService for Poller {
             }
         }
         tracing::debug!("poller stopped");
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Poller {
+    /// The first round runs before readiness is signalled: the front door
+    /// depends on the poller, so a (re)started castgate never answers 503
+    /// merely because it has not polled yet.
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: pingora::services::ServiceReadyNotifier,
+    ) {
+        let first = tokio::time::Instant::now();
+        self.round().await;
+        ready.notify_ready();
+        let interval = self.state.snapshot.load().config.poll.interval;
+        self.run(shutdown, first + interval).await;
+    }
+
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown, tokio::time::Instant::now()).await;
     }
 }
 
