@@ -51,6 +51,11 @@ enum Command {
         /// must use the same `server.upgrade_sock`.
         #[arg(long)]
         upgrade: bool,
+        /// Detach and run in the background (pingora's daemon mode; the
+        /// pid goes to `server.pid_file`). For init systems that follow a
+        /// pid file across upgrades (see conf/castgate.service).
+        #[arg(long)]
+        daemon: bool,
     },
     /// Validate a config file: print `ok`, or every error with its place.
     Check {
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
             config,
             log_format,
             upgrade,
+            daemon,
         } => {
             init_logs(log_format);
             let text = match std::fs::read_to_string(&config) {
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            match run(config, text, loaded, upgrade) {
+            match run(config, text, loaded, upgrade, daemon) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("castgate: {e:#}");
@@ -129,6 +135,7 @@ fn run(
     text: String,
     (file, config): (FileConfig, Config),
     upgrade: bool,
+    daemon: bool,
 ) -> anyhow::Result<()> {
     let conf = ServerConf {
         threads: config.server.threads,
@@ -140,6 +147,7 @@ fn run(
     };
     let opt = pingora::server::configuration::Opt {
         upgrade,
+        daemon,
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
