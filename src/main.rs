@@ -103,6 +103,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            // Reloads re-read this path, also after --daemon moved to /.
+            let config = std::fs::canonicalize(&config).unwrap_or(config);
             match run(config, text, loaded, upgrade, daemon) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
