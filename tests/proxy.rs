@@ -141,7 +141,7 @@ streams:
             s
         })
         .collect();
-    wait_until("icecast counts them", Duration::from_secs(10), || {
+    wait_until("icecast counts them", Duration::from_secs(30), || {
         ice.listeners("/air") == Some(20)
     });
     let settled = rss_kib(pid);

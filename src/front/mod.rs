@@ -37,6 +37,12 @@ use std::time::{Duration, Instant, SystemTime};
 /// up to three part target durations.
 pub const PLAYLIST_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bound on connecting to an edge in proxy mode. Long enough to ride out
+/// one lost SYN (Linux retransmits after 1 s, then 3 s): Icecast listens
+/// with a backlog of 5, so a burst of new listeners overflows it and some
+/// connects only succeed on a retransmission.
+pub const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest edge playlist accepted for rewriting, bytes.
 pub const MAX_PLAYLIST_BYTES: usize = 4 << 20;
 
@@ -836,7 +842,7 @@ impl ProxyHttp for FrontDoor {
             format!("{host}:{port}")
         };
         let mut peer = HttpPeer::new(addr.as_str(), tls, host.to_string());
-        peer.options.connection_timeout = Some(snap.config.poll.timeout);
+        peer.options.connection_timeout = Some(PROXY_CONNECT_TIMEOUT);
         Ok(Box::new(peer))
     }
 

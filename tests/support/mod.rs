@@ -1203,6 +1203,14 @@ impl Castgate {
             // Drop prints the log tail while this panic unwinds.
             panic!("{failure}; config was:\n{config_yaml}");
         }
+        // The front door opens after castgate's first poll round.
+        let front = format!("127.0.0.1:{front_port}");
+        let open = poll_until(CASTGATE_READY_TIMEOUT, || {
+            std::net::TcpStream::connect(&front).is_ok()
+        });
+        if !open && gate.is_running() {
+            panic!("castgate's front door {front} never opened; config was:\n{config_yaml}");
+        }
         gate
     }
 
