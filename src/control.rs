@@ -12,10 +12,11 @@
 //! applied at once (one snapshot swap); a refused change leaves everything
 //! as it was.
 
-use crate::config::schema::{EdgeConfig, FileConfig};
+use crate::config::schema::{Discover, EdgeConfig, FileConfig};
 use crate::config::{self, AdminState, Config, ConfigError, ConfigErrors};
 use crate::state::State;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -54,6 +55,15 @@ impl Overrides {
             }
         }
         merged
+    }
+
+    /// `Ok` when `name` is an edge of the effective config.
+    fn require_edge(&self, file: &FileConfig, name: &str) -> Result<(), ControlError> {
+        if self.apply(file).edges.iter().any(|e| e.name == name) {
+            Ok(())
+        } else {
+            Err(ControlError::NoEdge(name.to_string()))
+        }
     }
 
     /// Forget changes that no longer mean anything against `file`.
@@ -122,7 +132,12 @@ struct Inner {
     file: FileConfig,
     text: String,
     overrides: Overrides,
+    /// Addresses found for each `discover: dns` edge entry, sorted.
+    discovered: Discovered,
 }
+
+/// Addresses per `discover: dns` edge entry name.
+pub type Discovered = BTreeMap<String, Vec<IpAddr>>;
 
 /// Owns the file and the runtime changes; publishes the effective config.
 pub struct Control {
@@ -143,6 +158,7 @@ impl Control {
                 file,
                 text,
                 overrides: Overrides::default(),
+                discovered: Discovered::new(),
             }),
             certs: std::sync::Mutex::new(Vec::new()),
         }
@@ -238,7 +254,7 @@ impl Control {
         }
         let mut overrides = inner.overrides.clone();
         overrides.prune(&file);
-        match effective(&file, &overrides) {
+        match effective(&file, &overrides, &inner.discovered) {
             Ok(config) => {
                 inner.file = file;
                 inner.text = text;
@@ -260,7 +276,8 @@ impl Control {
         let mut inner = self.inner.lock().await;
         let mut overrides = inner.overrides.clone();
         f(&inner.file, &mut overrides)?;
-        let config = effective(&inner.file, &overrides).map_err(ControlError::Invalid)?;
+        let config =
+            effective(&inner.file, &overrides, &inner.discovered).map_err(ControlError::Invalid)?;
         inner.overrides = overrides;
         self.state.publish_config(config).await;
         Ok(())
@@ -291,9 +308,7 @@ impl Control {
     /// would be left without edges).
     pub async fn remove_edge(&self, name: &str) -> Result<(), ControlError> {
         self.change(|file, o| {
-            if !o.apply(file).edges.iter().any(|e| e.name == name) {
-                return Err(ControlError::NoEdge(name.to_string()));
-            }
+            o.require_edge(file, name)?;
             o.added.retain(|e| e.name != name);
             if file.edges.iter().any(|e| e.name == name) && !o.removed.iter().any(|n| n == name) {
                 o.removed.push(name.to_string());
@@ -311,9 +326,7 @@ impl Control {
     /// [`ControlError::NoEdge`].
     pub async fn set_state(&self, name: &str, state: AdminState) -> Result<(), ControlError> {
         self.change(|file, o| {
-            if !o.apply(file).edges.iter().any(|e| e.name == name) {
-                return Err(ControlError::NoEdge(name.to_string()));
-            }
+            o.require_edge(file, name)?;
             if state == AdminState::Active {
                 o.state.remove(name);
             } else {
@@ -331,9 +344,7 @@ impl Control {
     /// that is not a number above 0.
     pub async fn set_weight(&self, name: &str, weight: f64) -> Result<(), ControlError> {
         self.change(|file, o| {
-            if !o.apply(file).edges.iter().any(|e| e.name == name) {
-                return Err(ControlError::NoEdge(name.to_string()));
-            }
+            o.require_edge(file, name)?;
             o.weight.insert(name.to_string(), weight);
             Ok(())
         })
@@ -353,16 +364,83 @@ impl Control {
         merged
     }
 
+    /// Resolve every `discover: dns` entry again; when an address set
+    /// changed, publish the new edges at once (unchanged ones keep their
+    /// health). A failed lookup keeps the last addresses.
+    pub async fn discover(&self) {
+        let entries: Vec<EdgeConfig> = {
+            let inner = self.inner.lock().await;
+            inner
+                .overrides
+                .apply(&inner.file)
+                .edges
+                .into_iter()
+                .filter(|e| e.discover == Some(Discover::Dns))
+                .collect()
+        };
+        if entries.is_empty() {
+            return;
+        }
+        let mut found = Discovered::new();
+        for e in &entries {
+            let Ok(url) = url::Url::parse(&e.url) else {
+                continue;
+            };
+            let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+                continue;
+            };
+            let target = format!("{host}:{port}");
+            let lookup = tokio::net::lookup_host(target).await;
+            match lookup {
+                Ok(addrs) => {
+                    let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                    ips.sort();
+                    ips.dedup();
+                    found.insert(e.name.clone(), ips);
+                }
+                Err(err) => {
+                    tracing::warn!(edge = %e.name, url = %e.url, error = %err, "DNS discovery lookup failed; keeping the last addresses");
+                }
+            }
+        }
+        let mut inner = self.inner.lock().await;
+        let mut next = inner.discovered.clone();
+        next.retain(|name, _| entries.iter().any(|e| &e.name == name));
+        for (name, ips) in found {
+            next.insert(name, ips);
+        }
+        if next == inner.discovered {
+            return;
+        }
+        match effective(&inner.file, &inner.overrides, &next) {
+            Ok(config) => {
+                for (name, ips) in &next {
+                    if inner.discovered.get(name) != Some(ips) {
+                        tracing::info!(edge = %name, addresses = ?ips, "DNS discovery: addresses changed");
+                    }
+                }
+                inner.discovered = next;
+                self.state.publish_config(config).await;
+            }
+            Err(e) => tracing::error!(error = %e, "DNS discovery result refused"),
+        }
+    }
+
     /// The runtime changes now in force.
     pub async fn overrides(&self) -> Overrides {
         self.inner.lock().await.overrides.clone()
     }
 }
 
-/// Validate the file with the runtime changes applied, and set each edge's
-/// admin state.
-fn effective(file: &FileConfig, overrides: &Overrides) -> Result<Config, ConfigErrors> {
-    let merged = overrides.apply(file);
+/// Validate the file with the runtime changes and discovered addresses
+/// applied, and set each edge's admin state.
+fn effective(
+    file: &FileConfig,
+    overrides: &Overrides,
+    discovered: &Discovered,
+) -> Result<Config, ConfigErrors> {
+    let mut merged = overrides.apply(file);
+    expand_discovered(&mut merged, discovered);
     let mut config = config::validate::validate(&merged, &config::validate::Places::default())?;
     for e in &mut config.edges {
         if let Some(s) = overrides.state.get(&e.name) {
@@ -370,6 +448,64 @@ fn effective(file: &FileConfig, overrides: &Overrides) -> Result<Config, ConfigE
         }
     }
     Ok(config)
+}
+
+/// `127.0.0.2` → `127-0-0-2`; `::1` → `--1`: safe in an edge name.
+fn address_label(ip: &IpAddr) -> String {
+    ip.to_string().replace(['.', ':'], "-")
+}
+
+/// Replace each `discover: dns` entry with one edge per address found
+/// (an entry with no addresses yet stays as it is: polling the name then
+/// tells whether it resolves), and stream lists naming the entry with the
+/// new names.
+fn expand_discovered(merged: &mut FileConfig, discovered: &Discovered) {
+    let mut renamed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut edges = Vec::with_capacity(merged.edges.len());
+    for e in std::mem::take(&mut merged.edges) {
+        let ips = match (e.discover, discovered.get(&e.name)) {
+            (Some(Discover::Dns), Some(ips)) if !ips.is_empty() => ips,
+            _ => {
+                edges.push(e);
+                continue;
+            }
+        };
+        let Ok(url) = url::Url::parse(&e.url) else {
+            edges.push(e);
+            continue;
+        };
+        let names = renamed.entry(e.name.clone()).or_default();
+        for ip in ips {
+            let mut d = e.clone();
+            d.name = format!("{}-{}", e.name, address_label(ip));
+            d.discover = None;
+            let mut u = url.clone();
+            let _ = u.set_ip_host(*ip);
+            d.url = u.to_string();
+            if let Some(p) = e
+                .public_url
+                .as_deref()
+                .and_then(|p| url::Url::parse(p).ok())
+            {
+                if p.host_str() == url.host_str() {
+                    let mut p = p;
+                    let _ = p.set_ip_host(*ip);
+                    d.public_url = Some(p.to_string());
+                }
+            }
+            names.push(d.name.clone());
+            edges.push(d);
+        }
+    }
+    merged.edges = edges;
+    for s in &mut merged.streams {
+        if let Some(list) = &mut s.edges {
+            *list = list
+                .iter()
+                .flat_map(|n| renamed.get(n).cloned().unwrap_or_else(|| vec![n.clone()]))
+                .collect();
+        }
+    }
 }
 
 /// Settings a running castgate cannot change: its listeners and process
@@ -438,7 +574,7 @@ streams:
         o.removed.push("b".into());
         o.state.insert("a".into(), AdminState::Draining);
         o.weight.insert("c".into(), 3.0);
-        let c = effective(&f, &o).unwrap();
+        let c = effective(&f, &o, &Discovered::new()).unwrap();
         let names: Vec<&str> = c.edges.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, vec!["a", "c"]);
         assert_eq!(c.edges[0].admin_state, AdminState::Draining);
@@ -462,7 +598,7 @@ streams:
             Some(&3.0),
             "the weight still applies to the file's c"
         );
-        let c2 = effective(&f2, &o).unwrap();
+        let c2 = effective(&f2, &o, &Discovered::new()).unwrap();
         assert_eq!(c2.edges[1].url.as_str(), "http://c:2/");
     }
 
@@ -476,12 +612,38 @@ streams:
     }
 
     #[test]
+    fn discovered_addresses_become_edges() {
+        let f = file(&BASE.replace(
+            "  - { name: b, kind: icecast, url: \"http://b:1\" }",
+            "  - { name: b, kind: icecast, url: \"http://pool.test:8000\", public_url: \"http://pool.test:8000\", discover: dns }",
+        ));
+        let mut d = Discovered::new();
+        d.insert(
+            "b".into(),
+            vec!["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()],
+        );
+        let c = effective(&f, &Overrides::default(), &d).unwrap();
+        let names: Vec<&str> = c.edges.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b-10-0-0-2", "b-10-0-0-3"]);
+        assert_eq!(c.edges[1].url.as_str(), "http://10.0.0.2:8000/");
+        assert_eq!(c.edges[2].public_url.as_str(), "http://10.0.0.3:8000/");
+        assert_eq!(
+            c.streams[0].edges,
+            vec![0, 1, 2],
+            "the stream names the entry: every address"
+        );
+        // Before the first lookup the entry stands as it is.
+        let c = effective(&f, &Overrides::default(), &Discovered::new()).unwrap();
+        assert_eq!(c.edges[1].name, "b");
+    }
+
+    #[test]
     fn removing_a_streams_last_edge_is_invalid() {
         let f = file(BASE);
         let mut o = Overrides::default();
         o.removed.push("a".into());
         o.removed.push("b".into());
-        let err = effective(&f, &o).unwrap_err();
+        let err = effective(&f, &o, &Discovered::new()).unwrap_err();
         assert!(err.to_string().contains("streams[0].edges"), "{err}");
     }
 }

@@ -1,4 +1,5 @@
-//! Reload triggers: SIGHUP and a watch of the config file.
+//! The control loop: reloads on SIGHUP and on a watch of the config file,
+//! and DNS discovery every poll interval.
 
 use crate::control::Control;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ impl pingora::services::background::BackgroundService for Reloader {
         let path = self.control.path().to_path_buf();
         let mut last = stamp(&path);
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        let mut next_discovery = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -49,7 +51,12 @@ impl pingora::services::background::BackgroundService for Reloader {
                     last = stamp(&path);
                 }
                 _ = tick.tick() => {
-                    let watch = self.control.state().snapshot.load().config.reload.clone();
+                    let config = self.control.state().snapshot.load().config.clone();
+                    if tokio::time::Instant::now() >= next_discovery {
+                        next_discovery = tokio::time::Instant::now() + config.poll.interval;
+                        self.control.discover().await;
+                    }
+                    let watch = config.reload.clone();
                     if !watch.watch {
                         continue;
                     }

@@ -447,6 +447,14 @@ pub struct EdgeConfig {
     /// estimated output bandwidth share. Default: none.
     #[serde(default)]
     pub max_bandwidth: Option<String>,
+    /// `dns`: the host of `url` is a DNS name (a Kubernetes headless
+    /// service, an autoscaling group) resolved every poll interval; each
+    /// address becomes an edge named `{name}-{address}` (dots and colons as
+    /// dashes) with the address in `url` (and in `public_url` when that
+    /// names the same host). Edges come and go as the record changes.
+    /// Default: none.
+    #[serde(default)]
+    pub discover: Option<Discover>,
     /// nginx_rtmp edges: nginx `worker_processes`. Each worker answers
     /// `/stat` with its own connections only; with more than one, castgate
     /// asks until every worker answered and merges. Default 1.
@@ -456,6 +464,14 @@ pub struct EdgeConfig {
     /// too, for per-mount `max_listeners`.
     #[serde(default)]
     pub admin: Option<EdgeAdmin>,
+}
+
+/// How an edge entry finds its edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discover {
+    /// Every address the name resolves to is an edge.
+    Dns,
 }
 
 /// Default nginx worker count: 1.

@@ -406,12 +406,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
             };
             let is_playlist = rest.ends_with(".m3u8");
             if is_playlist {
-                state.sessions.seen(Seen {
-                    session: pick.session,
-                    stream: snap.streams[stream].name.clone(),
-                    edge: snap.edges[pick.edge].name.clone(),
-                    at: Instant::now(),
-                });
+                record_session(snap, state, stream, &pick);
             }
             let assigned = pick.new || pick.moved;
             match conf.mode {
@@ -465,12 +460,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                 Err(why) => return unavailable(why),
             };
             if rest.ends_with(".m3u8") {
-                state.sessions.seen(Seen {
-                    session: pick.session,
-                    stream: snap.streams[stream].name.clone(),
-                    edge: snap.edges[pick.edge].name.clone(),
-                    at: Instant::now(),
-                });
+                record_session(snap, state, stream, &pick);
             }
             let changed = pick.moved || pick.new;
             Action::Proxy(ProxyJob {
@@ -506,6 +496,16 @@ fn session_cookie(stream: &str, token: &str, ttl: Duration) -> String {
         cookie_name(stream),
         ttl.as_secs()
     )
+}
+
+/// Count a playlist fetch of a session (see [`crate::balance::sessions`]).
+fn record_session(snap: &Snapshot, state: &State, stream: usize, pick: &SessionPick) {
+    state.sessions.seen(Seen {
+        session: pick.session,
+        stream: snap.streams[stream].name.clone(),
+        edge: snap.edges[pick.edge].name.clone(),
+        at: Instant::now(),
+    });
 }
 
 /// The edge of a session: its token's edge while that edge may keep it;

@@ -169,6 +169,11 @@ pub struct IcecastOpts {
     pub hostname: String,
     /// Per-mount `<max-listeners>`, e.g. `vec![("/air".into(), 2)]`.
     pub mount_max_listeners: Vec<(String, u32)>,
+    /// Loopback address to listen on (default 127.0.0.1); another 127.x
+    /// address lets two icecasts share a port, as DNS-discovered edges do.
+    pub bind: String,
+    /// Port to listen on; default: a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for IcecastOpts {
@@ -178,6 +183,8 @@ impl Default for IcecastOpts {
             max_sources: 10,
             hostname: "127.0.0.1".to_string(),
             mount_max_listeners: Vec::new(),
+            bind: "127.0.0.1".to_string(),
+            port: None,
         }
     }
 }
@@ -240,7 +247,7 @@ impl Icecast {
         // free_port() can race with other processes grabbing the same port:
         // icecast then exits at once, and we retry on a fresh port.
         for _attempt in 0..3 {
-            icecast.port = free_port();
+            icecast.port = icecast.opts.port.unwrap_or_else(free_port);
             fs::write(icecast.config_path(), icecast.config_xml()).expect("write icecast config");
             icecast.spawn(&bin);
             if icecast.wait_ready() {
@@ -346,7 +353,7 @@ impl Icecast {
     <admin-user>{ADMIN_USER}</admin-user>
     <admin-password>{ADMIN_PASSWORD}</admin-password>
   </authentication>
-  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <listen-socket><port>{port}</port><bind-address>{bind}</bind-address></listen-socket>
 {relays}{mounts}  <fileserve>1</fileserve>
   <paths>
     <basedir>{dir}</basedir>
@@ -362,6 +369,7 @@ impl Icecast {
 {security}</icecast>
 "#,
             hostname = xml_escape(&opts.hostname),
+            bind = xml_escape(&opts.bind),
             clients = opts.max_clients,
             sources = opts.max_sources,
             port = self.port,
@@ -381,7 +389,7 @@ impl Icecast {
 
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.opts.bind, self.port)
     }
 
     /// The temp dir holding `icecast.xml` and `logs/`.
@@ -613,7 +621,8 @@ impl Source {
     /// Starts the source without waiting for the mount to go live.
     pub fn spawn(icecast: &Icecast, mount: &str) -> Source {
         let target = format!(
-            "icecast://source:{SOURCE_PASSWORD}@127.0.0.1:{}{mount}",
+            "icecast://source:{SOURCE_PASSWORD}@{}:{}{mount}",
+            icecast.opts.bind,
             icecast.port()
         );
         // -re: send in real time, like a live encoder, not as fast as possible.
