@@ -37,7 +37,7 @@ fn snapshot(edges: usize) -> Snapshot {
     let mut text = String::from("listen: [\"127.0.0.1:1\"]\nedges:\n");
     for i in 0..edges {
         text.push_str(&format!(
-            "  - {{ name: e{i}, kind: icecast, url: \"http://127.0.0.{}:8000\", max_listeners: 100000 }}\n",
+            "  - {{ name: e{i}, kind: icecast, url: \"http://127.0.0.{}:8000\" }}\n",
             i % 250 + 1
         ));
     }
