@@ -4,6 +4,10 @@
 //! Data flows one way: [`config`] → [`poll`] → [`balance::Snapshot`] →
 //! selection → answer ([`front`]); [`admin`] reads the same snapshot.
 
+// No unwrap or expect outside tests: the request and poll paths must not
+// panic on data.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod admin;
 pub mod balance;
 pub mod config;

@@ -1,6 +1,8 @@
 //! The castgate command: `castgate run -c FILE` serves; `castgate check -c
 //! FILE` validates a config and prints every error.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use anyhow::Context;
 use castgate::admin::Admin;
 use castgate::config::schema::FileConfig;
@@ -159,7 +161,7 @@ fn run(
     let admin_listen = config.admin_listen;
     let edges = config.edges.len();
     let streams = config.streams.len();
-    if config.sticky.secret.is_none() {
+    if config.sticky.secrets.is_empty() {
         tracing::info!("sticky.secret_file not set: session tokens use a random secret, valid only in this process");
     }
     let (state, sessions) = State::new(config).context("registering metrics")?;

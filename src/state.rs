@@ -49,9 +49,10 @@ impl State {
     /// # Errors
     /// Only if metrics fail to register (duplicate names).
     pub fn new(config: Config) -> prometheus::Result<(Arc<State>, SessionTable)> {
-        let sticky = match &config.sticky.secret {
-            Some(secret) => Sticky::new(secret, config.sticky.ttl),
-            None => Sticky::random(config.sticky.ttl),
+        let sticky = if config.sticky.secrets.is_empty() {
+            Sticky::random(config.sticky.ttl)
+        } else {
+            Sticky::with_secrets(&config.sticky.secrets, config.sticky.ttl)
         };
         let config = Arc::new(config);
         let policy: Arc<dyn policy::Policy> = Arc::from(policy::from_name(config.policy));

@@ -15,7 +15,9 @@
 //!
 //! Mutating calls need `Authorization: Bearer <token>` (`admin.token_file`):
 //! without a configured token they are disabled (403), with a wrong or
-//! missing one they get 401. Answers are JSON; errors are
+//! missing one they get 401. On a non-loopback admin listener they are
+//! refused (403) unless `admin.allow_remote` is set: the listener is plain
+//! HTTP. Answers are JSON; errors are
 //! `{"error": "...", "errors": [...]}`.
 
 use crate::admin::status;
@@ -95,8 +97,20 @@ pub async fn handle(
 ) -> Reply {
     let rest = path.trim_start_matches("/api").trim_end_matches('/');
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-    let token = state.snapshot.load().config.admin_token.clone();
+    let (token, remote_refused) = {
+        let config = &state.snapshot.load().config;
+        (
+            config.admin_token.clone(),
+            !config.admin_listen.ip().is_loopback() && !config.admin_allow_remote,
+        )
+    };
     let mutating = !matches!(*method, Method::GET | Method::HEAD);
+    if mutating && remote_refused {
+        return error(
+            StatusCode::FORBIDDEN,
+            "mutating calls are refused on a non-loopback plain-HTTP admin listener; set admin.allow_remote to allow them",
+        );
+    }
     if mutating {
         if let Err(refusal) = authorize(token.as_deref(), authorization) {
             return refusal;
@@ -214,6 +228,34 @@ pub async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn drain_on(admin_extra: &str) -> StatusCode {
+        let mut token = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut token, b"0123456789abcdef0123").unwrap();
+        let text = format!(
+            "listen: [\"127.0.0.1:1\"]\nadmin: {{ listen: \"0.0.0.0:2\", token_file: \"{}\"{admin_extra} }}\nedges:\n  - {{ name: a, kind: icecast, url: \"http://a:1\" }}\nstreams:\n  - {{ name: apple, mount: /air }}\n",
+            token.path().display()
+        );
+        let (file, config) = crate::config::load_str_with_file(&text).unwrap();
+        let (state, _table) = State::new(config).unwrap();
+        let control = Control::new(state.clone(), "/nonexistent".into(), file, text);
+        let (code, _) = handle(
+            &state,
+            &control,
+            &Method::POST,
+            "/api/edges/a/drain",
+            Some("Bearer 0123456789abcdef0123"),
+            b"",
+        )
+        .await;
+        code
+    }
+
+    #[tokio::test]
+    async fn remote_plain_http_admin_refuses_changes_unless_allowed() {
+        assert_eq!(drain_on("").await, StatusCode::FORBIDDEN);
+        assert_eq!(drain_on(", allow_remote: true").await, StatusCode::OK);
+    }
 
     #[test]
     fn tokens() {

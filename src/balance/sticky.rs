@@ -26,10 +26,13 @@ pub struct Claims {
     pub session: u64,
 }
 
-/// Issues and verifies tokens with one secret.
+/// Issues tokens with one secret and verifies them with any of a list
+/// (secret rotation: add the new secret second, let it spread, then move it
+/// first).
 #[derive(Clone)]
 pub struct Sticky {
-    key: HmacSha256,
+    /// The first signs; every one verifies. Never empty.
+    keys: Vec<HmacSha256>,
     ttl: Duration,
 }
 
@@ -45,16 +48,27 @@ impl Sticky {
     /// A signer with `secret` (any length; HMAC hashes long keys) whose
     /// tokens last `ttl`.
     pub fn new(secret: &[u8], ttl: Duration) -> Sticky {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let key = <HmacSha256 as Mac>::new_from_slice(secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        Sticky { key, ttl }
+        Sticky::with_secrets(&[secret.to_vec()], ttl)
+    }
+
+    /// A signer with several secrets: the first signs, all verify. An
+    /// empty list gets a random secret.
+    pub fn with_secrets(secrets: &[Vec<u8>], ttl: Duration) -> Sticky {
+        let mut keys: Vec<HmacSha256> = secrets
+            .iter()
+            // HMAC accepts keys of any length, so this never drops one.
+            .filter_map(|s| <HmacSha256 as Mac>::new_from_slice(s).ok())
+            .collect();
+        if keys.is_empty() {
+            let secret: [u8; 32] = rand::random();
+            keys.extend(<HmacSha256 as Mac>::new_from_slice(&secret).ok());
+        }
+        Sticky { keys, ttl }
     }
 
     /// A signer with a fresh random 32-byte secret.
     pub fn random(ttl: Duration) -> Sticky {
-        let secret: [u8; 32] = rand::random();
-        Sticky::new(&secret, ttl)
+        Sticky::with_secrets(&[], ttl)
     }
 
     /// How long tokens last.
@@ -85,9 +99,14 @@ impl Sticky {
     /// The token for `claims`.
     pub fn sign(&self, claims: &Claims) -> String {
         let body = format!("{}.{}.{:016x}", claims.edge, claims.expiry, claims.session);
-        let mut mac = self.key.clone();
-        mac.update(body.as_bytes());
-        let tag = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let tag = match self.keys.first() {
+            Some(key) => {
+                let mut mac = key.clone();
+                mac.update(body.as_bytes());
+                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            }
+            None => String::new(),
+        };
         format!("{body}.{tag}")
     }
 
@@ -106,10 +125,15 @@ impl Sticky {
         }
         let (body, tag) = token.rsplit_once('.')?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-        let mut mac = self.key.clone();
-        mac.update(body.as_bytes());
-        // Constant-time comparison.
-        mac.verify_slice(&tag).ok()?;
+        let signed_by_one = self.keys.iter().any(|key| {
+            let mut mac = key.clone();
+            mac.update(body.as_bytes());
+            // Constant-time comparison.
+            mac.verify_slice(&tag).is_ok()
+        });
+        if !signed_by_one {
+            return None;
+        }
         let mut parts = body.split('.');
         let edge = parts.next()?;
         let expiry: u64 = parts.next()?.parse().ok()?;
@@ -171,7 +195,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn rotation_first_signs_all_verify() {
+        let old = Sticky::new(b"old-secret-0123456789", Duration::from_secs(3600));
+        let (old_token, claims) = old.issue("a", now());
+        let rolling = Sticky::with_secrets(
+            &[
+                b"new-secret-0123456789".to_vec(),
+                b"old-secret-0123456789".to_vec(),
+            ],
+            Duration::from_secs(3600),
+        );
+        assert_eq!(rolling.verify(&old_token, now()), Some(claims));
+        let (new_token, _) = rolling.issue("a", now());
+        assert_eq!(
+            old.verify(&new_token, now()),
+            None,
+            "signed with the new secret"
+        );
+        assert!(
+            Sticky::new(b"new-secret-0123456789", Duration::from_secs(3600))
+                .verify(&new_token, now())
+                .is_some()
+        );
+    }
+
     proptest::proptest! {
+        #[test]
+        fn any_mutation_of_a_valid_token_is_rejected(pos in 0usize..80, byte in 0u8..128) {
+            let s = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(3600));
+            let (token, _) = s.issue("edge-1", now());
+            let mut bytes = token.clone().into_bytes();
+            let i = pos % bytes.len();
+            proptest::prop_assume!(bytes[i] != byte);
+            bytes[i] = byte;
+            if let Ok(mutated) = String::from_utf8(bytes) {
+                // base64url's last character can carry unused bits: a change
+                // there may decode to the same MAC; anything else must fail.
+                let same_mac = i == token.len() - 1
+                    && URL_SAFE_NO_PAD.decode(&mutated[mutated.rfind('.').unwrap_or(0) + 1..]).ok()
+                        == URL_SAFE_NO_PAD.decode(&token[token.rfind('.').unwrap_or(0) + 1..]).ok();
+                if !same_mac {
+                    proptest::prop_assert!(s.verify(&mutated, now()).is_none(), "{} verified", mutated);
+                }
+            }
+        }
+
         #[test]
         fn arbitrary_strings_never_verify_or_panic(t in ".{0,120}") {
             let s = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(3600));

@@ -67,6 +67,8 @@ pub struct Config {
     /// The admin API bearer token, read from `admin.token_file`; `None`
     /// disables mutating calls.
     pub admin_token: Option<String>,
+    /// Mutating API calls allowed on a non-loopback admin listener.
+    pub admin_allow_remote: bool,
     /// Config file watching.
     pub reload: schema::ReloadConfig,
     /// Whether each front-door request is logged.
@@ -111,8 +113,9 @@ pub struct PollTls {
 /// Validated `sticky:` settings.
 #[derive(Clone)]
 pub struct StickySettings {
-    /// The secret read from `secret_file`; `None` means "make one at start".
-    pub secret: Option<Vec<u8>>,
+    /// The secrets read from `secret_file`, one a line: the first signs,
+    /// all verify. Empty means "make one at start".
+    pub secrets: Vec<Vec<u8>>,
     /// How long a token is honoured.
     pub ttl: Duration,
 }
@@ -121,7 +124,7 @@ impl std::fmt::Debug for StickySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret.
         f.debug_struct("StickySettings")
-            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("secrets", &self.secrets.len())
             .field("ttl", &self.ttl)
             .finish()
     }

@@ -119,6 +119,11 @@ pub struct AdminConfig {
     /// Default: none, and mutating calls are disabled.
     #[serde(default)]
     pub token_file: Option<String>,
+    /// Allow mutating `/api` calls when `listen` is not a loopback address
+    /// (the admin listener is plain HTTP: the token crosses the network in
+    /// clear). Default false: such calls are refused with 403.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 impl Default for AdminConfig {
@@ -126,6 +131,7 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             token_file: None,
+            allow_remote: false,
         }
     }
 }

@@ -257,11 +257,12 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         policy: file.balance.policy,
         server: file.server.clone(),
         sticky: sticky.unwrap_or(StickySettings {
-            secret: None,
+            secrets: Vec::new(),
             ttl: file.sticky.ttl,
         }),
         cors: file.cors.clone(),
         admin_token,
+        admin_allow_remote: file.admin.allow_remote,
         reload: file.reload.clone(),
         access_log: file.log.access,
         edges,
@@ -274,19 +275,25 @@ fn check_sticky(file: &FileConfig, err: &mut impl FnMut(String, String)) -> Opti
     if ttl < std::time::Duration::from_secs(10) {
         err("sticky.ttl".into(), "must be at least 10s".into());
     }
-    let secret = match &file.sticky.secret_file {
-        None => None,
+    let secrets = match &file.sticky.secret_file {
+        None => Vec::new(),
         Some(path) => match std::fs::read(path) {
             Ok(bytes) => {
-                let trimmed = bytes.trim_ascii().to_vec();
-                if trimmed.len() < 16 {
+                // One secret a line: the first signs, every one verifies, so
+                // a new secret can be rolled out before it starts signing.
+                let secrets: Vec<Vec<u8>> = bytes
+                    .split(|b| *b == b'\n')
+                    .map(|l| l.trim_ascii().to_vec())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                if secrets.is_empty() || secrets.iter().any(|s| s.len() < 16) {
                     err(
                         "sticky.secret_file".into(),
-                        format!("`{path}` holds {} bytes; use at least 16 (e.g. `head -c 32 /dev/urandom | base64 > {path}`)", trimmed.len()),
+                        format!("`{path}` must hold one secret a line, each at least 16 bytes (e.g. `head -c 32 /dev/urandom | base64 > {path}`)"),
                     );
                     return None;
                 }
-                Some(trimmed)
+                secrets
             }
             Err(e) => {
                 err(
@@ -297,7 +304,7 @@ fn check_sticky(file: &FileConfig, err: &mut impl FnMut(String, String)) -> Opti
             }
         },
     };
-    Some(StickySettings { secret, ttl })
+    Some(StickySettings { secrets, ttl })
 }
 
 /// `scheme://host[:port]` with nothing after it.
