@@ -9,7 +9,7 @@ pub mod policy;
 pub mod sessions;
 pub mod sticky;
 
-use crate::config::{AdminState, Config, EdgeKind};
+use crate::config::{AdminState, Config};
 use crate::poll::status::EdgeStatus;
 pub use policy::{Candidate, Policy};
 use sessions::SessionCounts;
@@ -492,11 +492,6 @@ impl Snapshot {
         url.push_str(base);
         url.push_str(choice.mount);
         url
-    }
-
-    /// Whether an edge kind is served by Icecast-style mounts.
-    pub fn is_icecast(&self, edge: usize) -> bool {
-        self.config.edges[self.edges[edge].index].kind == EdgeKind::Icecast
     }
 }
 
