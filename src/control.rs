@@ -524,6 +524,10 @@ fn not_live(old: &FileConfig, new: &FileConfig) -> Vec<ConfigError> {
     check("admin.listen", old.admin.listen != new.admin.listen);
     check("server.threads", old.server.threads != new.server.threads);
     check(
+        "server.work_stealing",
+        old.server.work_stealing != new.server.work_stealing,
+    );
+    check(
         "server.grace_period",
         old.server.grace_period != new.server.grace_period,
     );

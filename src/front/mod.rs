@@ -748,6 +748,12 @@ async fn write(session: &mut Session, a: &Answer, cors: &CorsHeaders, is_head: b
 impl ProxyHttp for FrontDoor {
     type CTX = Ctx;
 
+    /// No downstream modules: pingora's default adds a (disabled) response
+    /// compression module whose per-request context costs an allocation
+    /// and a filter pass on every answer; castgate's answers are tiny and
+    /// its proxied streams are already compressed audio and video.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Self::CTX {
         Ctx {
             started: Some(Instant::now()),
