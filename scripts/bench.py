@@ -54,10 +54,18 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+_GIVEN_PORTS = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now, never the same one twice in a run."""
+    while True:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def wait_port(port, timeout=20.0, proc=None):
@@ -78,7 +86,13 @@ def http_get(port, path, timeout=2.0):
     with socket.create_connection((HOST, port), timeout=timeout) as s:
         s.sendall(f"GET {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\n\r\n".encode())
         data = b""
+        length = None
         while True:
+            if length is None and b"\r\n\r\n" in data:
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", data.split(b"\r\n\r\n", 1)[0])
+                length = int(m.group(1)) if m else -1
+            if length is not None and length >= 0 and len(data.split(b"\r\n\r\n", 1)[1]) >= length:
+                break
             chunk = s.recv(65536)
             if not chunk:
                 break
@@ -1094,6 +1108,16 @@ def main():
         if "idle" in only:
             section_idle(args, servers, floors, report, results)
         if "proxy" in only:
+            # Fresh servers: the sections before leave their heaps grown,
+            # and the RSS figures here are growth over a clean baseline.
+            for p in [castgate.proc, haproxy.proc, nginx.proc] + [f.proc for f in floors.values()]:
+                p.kill()
+            castgate = Castgate(args.castgate, root, [("edge1", f"http://{HOST}:{edge.port}"),
+                                                      ("edge2", f"http://{HOST}:{edge2.port}")],
+                                name="castgate-proxy").start()
+            haproxy = Haproxy(root, edge).start()
+            procs += [castgate.proc, haproxy.proc]
+            time.sleep(2)
             section_proxy(args, castgate, haproxy, edge, report, results)
         for p in procs:
             p.kill()

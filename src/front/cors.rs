@@ -50,24 +50,25 @@ impl CorsHeaders {
         }
     }
 
-    /// The headers as name/value pairs.
-    pub fn pairs(&self) -> Vec<(&'static str, String)> {
-        let mut v = Vec::with_capacity(3);
-        if let Some(o) = &self.allow_origin {
-            v.push(("Access-Control-Allow-Origin", o.clone()));
+    /// The headers as name/value pairs, borrowed (nothing is allocated on
+    /// the request path).
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        let origin = self.allow_origin.as_deref();
+        [
+            origin.map(|o| ("Access-Control-Allow-Origin", o)),
             // Players read these on redirects and partial answers.
-            v.push((
-                "Access-Control-Expose-Headers",
-                "Content-Length, Content-Range, Location".to_string(),
-            ));
-        }
-        if self.allow_credentials {
-            v.push(("Access-Control-Allow-Credentials", "true".into()));
-        }
-        if self.vary_origin {
-            v.push(("Vary", "Origin".into()));
-        }
-        v
+            origin.map(|_| {
+                (
+                    "Access-Control-Expose-Headers",
+                    "Content-Length, Content-Range, Location",
+                )
+            }),
+            self.allow_credentials
+                .then_some(("Access-Control-Allow-Credentials", "true")),
+            self.vary_origin.then_some(("Vary", "Origin")),
+        ]
+        .into_iter()
+        .flatten()
     }
 }
 

@@ -710,10 +710,17 @@ impl FrontDoor {
 }
 
 fn header(a: &Answer, cors: &CorsHeaders) -> Result<ResponseHeader> {
+    use http::HeaderValue;
     let mut h = ResponseHeader::build(a.status, Some(8))?;
-    h.insert_header(http::header::CONTENT_TYPE, a.content_type)?;
+    h.insert_header(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    )?;
     h.insert_header(http::header::CONTENT_LENGTH, a.body.len())?;
-    h.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    h.insert_header(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    )?;
     if let Some(l) = &a.location {
         h.insert_header(http::header::LOCATION, l.as_str())?;
     }
@@ -766,7 +773,17 @@ impl ProxyHttp for FrontDoor {
         let req = session.req_header();
         let text =
             |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-        ctx.cors = CorsHeaders::for_request(&snap.config.cors, text(http::header::ORIGIN));
+        let origin = text(http::header::ORIGIN);
+        ctx.cors = CorsHeaders::for_request(&snap.config.cors, origin);
+        // castgate's own answers are never cached (no-store), so only a
+        // cross-origin request (one with an Origin) needs CORS headers on
+        // them; proxied answers always carry them, for caches in between.
+        let no_cors = CorsHeaders::default();
+        let own_cors = if origin.is_some() {
+            &ctx.cors
+        } else {
+            &no_cors
+        };
         let is_head = req.method == Method::HEAD;
         if req.method == Method::OPTIONS {
             // A CORS preflight (or a plain OPTIONS): say what is allowed.
@@ -829,7 +846,7 @@ impl ProxyHttp for FrontDoor {
             answer.format,
             answer.edge.map(|e| snap.edges[e].name.clone()),
         ));
-        write(session, &answer, &ctx.cors, is_head).await?;
+        write(session, &answer, own_cors, is_head).await?;
         Ok(true)
     }
 
