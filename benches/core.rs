@@ -1,10 +1,14 @@
-//! Hot-path benchmarks: status parsing, selection, playlist rendering.
+//! Hot-path benchmarks: status parsing (Icecast JSON, nginx-rtmp XML),
+//! selection, playlist rendering, HLS rewriting.
 //! Run: `cargo bench --bench core`.
 
 use castgate::balance::{policy, EdgeHealth, Snapshot};
 use castgate::config::load_str;
+use castgate::front::hls::{rewrite, Target};
 use castgate::front::playlist::{render, Format};
+use castgate::front::{decide, Action, Request};
 use castgate::poll::icecast::{parse_status_json, EdgeStatus, MountStatus};
+use castgate::poll::rtmp::parse_stat;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::sync::Arc;
 
@@ -31,6 +35,68 @@ fn parsing(c: &mut Criterion) {
             b.iter(|| parse_status_json(black_box(&body)).unwrap())
         });
     }
+}
+
+/// An nginx-rtmp `/stat` page (the shape of tests/fixtures/nginx-rtmp)
+/// with `streams` live streams of one publisher and two viewers each.
+fn rtmp_stat_body(streams: usize) -> Vec<u8> {
+    let client = |id: usize, publishing: bool| {
+        format!(
+            "<client><id>{id}</id><address>127.0.0.1</address><time>10903</time>\
+             <flashver>LNX 9,0,124,2</flashver><dropped>0</dropped><avsync>-13</avsync>\
+             <timestamp>21863</timestamp>{}<active/></client>",
+            if publishing { "<publishing/>" } else { "" }
+        )
+    };
+    let mut body = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\n<rtmp><nginx_version>1.22.1</nginx_version>\
+         <pid>19992</pid><uptime>23</uptime><bw_in>268368</bw_in><bw_out>444672</bw_out>\
+         <server><application><name>live</name><live>",
+    );
+    for i in 0..streams {
+        body.push_str(&format!(
+            "<stream><name>cam{i}</name><time>21875</time><bw_in>264160</bw_in>\
+             <bytes_in>651285</bytes_in><bw_out>484432</bw_out><bytes_out>607388</bytes_out>\
+             {}{}{}<meta><video><width>320</width><height>240</height><codec>H264</codec></video>\
+             <audio><codec>AAC</codec></audio></meta><nclients>3</nclients><publishing/><active/></stream>",
+            client(3 * i, false),
+            client(3 * i + 1, false),
+            client(3 * i + 2, true)
+        ));
+    }
+    body.push_str(&format!(
+        "<nclients>{}</nclients></live></application></server></rtmp>\n",
+        3 * streams
+    ));
+    body.into_bytes()
+}
+
+fn rtmp_parsing(c: &mut Criterion) {
+    let body = rtmp_stat_body(100);
+    assert_eq!(parse_stat(&body).unwrap().streams.len(), 100);
+    c.bench_function("parse_rtmp_stat/100_streams", |b| {
+        b.iter(|| parse_stat(black_box(&body)).unwrap())
+    });
+}
+
+fn hls_rewriting(c: &mut Criterion) {
+    let mut body = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:120\n#EXT-X-TARGETDURATION:4\n",
+    );
+    for i in 120..130 {
+        body.push_str(&format!("#EXTINF:4.000,\nstream-{i}.ts\n"));
+    }
+    let playlist_url = url::Url::parse("https://video1.example.com/hls/stream.m3u8").unwrap();
+    let edge_base = url::Url::parse("https://video1.example.com/").unwrap();
+    let target = Target {
+        playlist_url: &playlist_url,
+        edge_base: &edge_base,
+        session_prefix: "/live/s/ZWRnZQ.1795000000.00ff00ff00ff00ff.c2lnbmF0dXJl",
+    };
+    assert!(rewrite(&body, &target).contains("https://video1.example.com/hls/stream-129.ts"));
+    c.bench_function("hls_rewrite/10_segments", |b| {
+        b.iter(|| rewrite(black_box(&body), &target))
+    });
 }
 
 fn snapshot(edges: usize) -> Snapshot {
@@ -80,5 +146,32 @@ fn playlists(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, parsing, selection, playlists);
+/// castgate's own work for one playlist request (route, choose, render),
+/// without pingora's HTTP handling around it.
+fn deciding(c: &mut Criterion) {
+    let snap = snapshot(10);
+    let (state, _table) = castgate::state::State::new((*snap.config).clone()).unwrap();
+    let get = http::Method::GET;
+    let req = Request {
+        method: &get,
+        path: "/apple.m3u",
+        query: None,
+        host: Some("radio.example"),
+        cookie: None,
+    };
+    assert!(matches!(decide(&snap, &state, &req), Action::Answer(a) if a.status == 200));
+    c.bench_function("decide/playlist_10_edges", |b| {
+        b.iter(|| decide(black_box(&snap), &state, black_box(&req)))
+    });
+}
+
+criterion_group!(
+    benches,
+    deciding,
+    parsing,
+    rtmp_parsing,
+    selection,
+    playlists,
+    hls_rewriting
+);
 criterion_main!(benches);
