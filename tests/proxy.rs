@@ -144,6 +144,10 @@ streams:
     wait_until("icecast counts them", Duration::from_secs(30), || {
         ice.listeners("/air") == Some(20)
     });
+    // Let the pipeline fill first (socket buffers, pingora's bounded
+    // channel between the edge and the listener, Icecast's burst on
+    // connect); what is measured after that is growth that would not stop.
+    std::thread::sleep(Duration::from_secs(5));
     let settled = rss_kib(pid);
     // 10 s of 128 kbit/s is 160 KB per listener the edge would like to send.
     std::thread::sleep(Duration::from_secs(10));
