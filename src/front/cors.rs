@@ -3,12 +3,13 @@
 //! segments through castgate with hls.js.
 
 use crate::config::CorsConfig;
+use std::borrow::Cow;
 
 /// The CORS response headers for one request, computed from its `Origin`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CorsHeaders {
     /// `Access-Control-Allow-Origin`: `*` or the request's origin.
-    pub allow_origin: Option<String>,
+    pub allow_origin: Option<Cow<'static, str>>,
     /// `Access-Control-Allow-Credentials: true` (only for listed origins).
     pub allow_credentials: bool,
     /// `Vary: Origin` (the answer depends on the origin).
@@ -24,7 +25,7 @@ impl CorsHeaders {
         if let Some(o) = origin {
             if cors.credentials_origins.iter().any(|c| c == o) {
                 return CorsHeaders {
-                    allow_origin: Some(o.to_string()),
+                    allow_origin: Some(Cow::Owned(o.to_string())),
                     allow_credentials: true,
                     vary_origin: true,
                 };
@@ -32,14 +33,14 @@ impl CorsHeaders {
         }
         if cors.allow_origins.iter().any(|a| a == "*") {
             return CorsHeaders {
-                allow_origin: Some("*".into()),
+                allow_origin: Some(Cow::Borrowed("*")),
                 allow_credentials: false,
                 vary_origin: !cors.credentials_origins.is_empty(),
             };
         }
         match origin {
             Some(o) if cors.allow_origins.iter().any(|a| a == o) => CorsHeaders {
-                allow_origin: Some(o.to_string()),
+                allow_origin: Some(Cow::Owned(o.to_string())),
                 allow_credentials: false,
                 vary_origin: true,
             },

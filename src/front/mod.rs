@@ -825,11 +825,13 @@ impl ProxyHttp for FrontDoor {
                         ])
                         .inc();
                 }
-                ctx.access = Some((
-                    Some(snap.streams[job.stream].name.clone()),
-                    job.format,
-                    Some(snap.edges[job.edge].name.clone()),
-                ));
+                if snap.config.access_log {
+                    ctx.access = Some((
+                        Some(snap.streams[job.stream].name.clone()),
+                        job.format,
+                        Some(snap.edges[job.edge].name.clone()),
+                    ));
+                }
                 ctx.proxy = Some(job);
                 return Ok(false);
             }
@@ -841,11 +843,13 @@ impl ProxyHttp for FrontDoor {
             answer.status,
             answer.edge,
         );
-        ctx.access = Some((
-            answer.stream.map(|s| snap.streams[s].name.clone()),
-            answer.format,
-            answer.edge.map(|e| snap.edges[e].name.clone()),
-        ));
+        if snap.config.access_log {
+            ctx.access = Some((
+                answer.stream.map(|s| snap.streams[s].name.clone()),
+                answer.format,
+                answer.edge.map(|e| snap.edges[e].name.clone()),
+            ));
+        }
         write(session, &answer, own_cors, is_head).await?;
         Ok(true)
     }
