@@ -714,21 +714,32 @@ def section_latency(args, servers, report, results):
         slowest = min(wrk(s.port, s.playlist, 5)["rps"] for s in servers.values())
     rate = int(slowest * 0.5)
     rows, per = [], {}
-    for name, srv in servers.items():
-        r = oha(srv.port, srv.playlist, args.duration, rate)
-        per[name] = r
-        log(f"latency {name}: p99 {r['p99']:.3f} ms")
+    # Two interleaved rounds; each server keeps its better p99, so that a
+    # burst of noise on the shared machine does not decide the comparison.
+    for round_ in range(2):
+        for name, srv in servers.items():
+            r = oha(srv.port, srv.playlist, args.duration, rate)
+            r["p99_runs"] = per.get(name, {}).get("p99_runs", []) + [r["p99"]]
+            if name not in per or r["p99"] < per[name]["p99"]:
+                r["bad"] += per.get(name, {}).get("bad", 0)
+                per[name] = r
+            else:
+                per[name]["bad"] += r["bad"]
+                per[name]["p99_runs"] = r["p99_runs"]
+            log(f"latency {name} round {round_ + 1}: p99 {r['p99']:.3f} ms")
     hap = per["haproxy"]
     for name, r in per.items():
         rows.append([
             name, f"{r['rps']:.0f}", f"{r['p50']:.3f}", f"{r['p99']:.3f}", f"{r['p999']:.3f}",
-            ratio(r["p99"], hap["p99"]), r["bad"],
+            " / ".join(f"{x:.3f}" for x in r["p99_runs"]), ratio(r["p99"], hap["p99"]), r["bad"],
         ])
     results["latency"] = {"rate": rate, "servers": per}
     report.table(
         f"Latency at {rate} req/s, half the slowest peer's maximum (oha -c50 -q{rate} -z{args.duration}s --latency-correction), playlist",
-        ["server", "req/s done", "p50 ms", "p99 ms", "p99.9 ms", "p99 vs HAProxy", "non-2xx/3xx or errors"],
+        ["server", "req/s done", "p50 ms", "p99 ms", "p99.9 ms", "p99 of each round", "p99 vs HAProxy",
+         "non-2xx/3xx or errors"],
         rows,
+        ["two interleaved rounds; the better round of each server is shown"],
     )
 
 
