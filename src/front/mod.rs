@@ -264,12 +264,38 @@ fn cookie_value<'a>(cookie: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
+/// `base` with the request's query string appended. The query is the only
+/// client input that reaches a `Location`, an edge request or a rewritten
+/// playlist; every byte outside RFC 3986's query characters (controls,
+/// space, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`, `#`, non-ASCII)
+/// is percent-encoded, so it can neither leave the URL nor start a header
+/// or a playlist line. Existing `%XX` escapes pass through unchanged.
 fn with_query(base: String, query: Option<&str>) -> String {
     match query {
-        Some(q) if !q.is_empty() => format!("{base}?{q}"),
+        Some(q) if !q.is_empty() => {
+            let q = percent_encoding::percent_encode(q.as_bytes(), NOT_QUERY);
+            format!("{base}?{q}")
+        }
         _ => base,
     }
 }
+
+/// Bytes that are not RFC 3986 `query` characters (unreserved, sub-delims,
+/// `:`, `@`, `/`, `?`, and `%` of an escape).
+const NOT_QUERY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 /// The session a request belongs to, and the edge serving it.
 struct SessionPick {
@@ -992,6 +1018,22 @@ mod tests {
         ] {
             assert_eq!(route(p), Route::NotFound, "{p}");
         }
+    }
+
+    #[test]
+    fn queries_cannot_leave_the_url() {
+        let q = |s: &str| with_query("http://e:8000/air".into(), Some(s));
+        assert_eq!(q("a=1&b=%20x"), "http://e:8000/air?a=1&b=%20x");
+        assert_eq!(
+            q("x=\"><script>\r\nSet-Cookie: a=b\n#EXTINF"),
+            "http://e:8000/air?x=%22%3E%3Cscript%3E%0D%0ASet-Cookie:%20a=b%0A%23EXTINF"
+        );
+        assert_eq!(
+            q("{|}\\^`[]é"),
+            "http://e:8000/air?%7B%7C%7D%5C%5E%60%5B%5D%C3%A9"
+        );
+        assert_eq!(with_query("b".into(), Some("")), "b");
+        assert_eq!(with_query("b".into(), None), "b");
     }
 
     #[test]
