@@ -427,3 +427,76 @@ fn edges_added_and_removed_at_runtime_survive_reloads() {
     assert_eq!(code, 422, "{reply}");
     assert_eq!(http_get(&format!("{}/apple.m3u", cg.front_url())).0, 200);
 }
+
+/// No secret reaches what castgate shows or logs: the Icecast admin
+/// password, the admin token and the sticky secret are absent from
+/// /status.json, /api/config, /metrics and the log, after the calls that
+/// use them (polls with admin credentials, API calls with right and wrong
+/// tokens, a reload, HLS-free playlist requests).
+#[test]
+fn no_secret_in_status_config_metrics_or_logs() {
+    const STICKY: &str = "sticky-secret-never-shown-0123456789";
+    let f = farm();
+    let mut sticky = tempfile::NamedTempFile::new().unwrap();
+    writeln!(sticky, "{STICKY}").unwrap();
+    let (front, admin) = (free_port(), free_port());
+    let mut text = yaml(&f, front, admin, "", "redirect", false);
+    text = text.replace(
+        &format!("url: \"{}\" }}", f.a.url()),
+        &format!(
+            "url: \"{}\", admin: {{ user: {}, password: {} }} }}",
+            f.a.url(),
+            support::ADMIN_USER,
+            support::ADMIN_PASSWORD
+        ),
+    );
+    text.push_str(&format!(
+        "sticky: {{ secret_file: \"{}\" }}\n",
+        sticky.path().display()
+    ));
+    let cg = Castgate::start(&text, front, admin);
+    wait_up(&cg, &["a", "b"]);
+    // a's admin/stats poll uses the password: it must have worked.
+    wait_until("admin stats polled", Duration::from_secs(10), || {
+        let s = status(&cg);
+        s["edges"]
+            .as_array()
+            .and_then(|es| es.iter().find(|e| e["name"] == "a"))
+            .is_some_and(|e| e["up"] == true && e["admin_error"].is_null())
+    });
+    assert_eq!(http_get(&format!("{}/apple.m3u", cg.front_url())).0, 200);
+    assert_eq!(api(&cg, "POST", "/api/reload", Some(TOKEN), "").0, 200);
+    assert_eq!(
+        api(
+            &cg,
+            "POST",
+            "/api/reload",
+            Some("wrong-token-0123456789"),
+            ""
+        )
+        .0,
+        401
+    );
+    let shown = [
+        String::from_utf8_lossy(&http_get(&format!("{}/status.json", cg.admin_url())).2)
+            .into_owned(),
+        api(&cg, "GET", "/api/config", Some(TOKEN), "")
+            .1
+            .to_string(),
+        String::from_utf8_lossy(&http_get(&format!("{}/metrics", cg.admin_url())).2).into_owned(),
+        cg.log(),
+    ];
+    assert!(
+        shown[1].contains("<redacted>"),
+        "the effective config shows that a password is set: {}",
+        shown[1]
+    );
+    for (what, text) in ["/status.json", "/api/config", "/metrics", "log"]
+        .iter()
+        .zip(&shown)
+    {
+        for secret in [support::ADMIN_PASSWORD, TOKEN, STICKY] {
+            assert!(!text.contains(secret), "{what} shows a secret ({secret})");
+        }
+    }
+}

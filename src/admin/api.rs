@@ -35,9 +35,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     (status, json!({ "error": message.into() }))
 }
 
-/// Compare secrets without an early exit on the first differing byte.
+/// Compare secrets in constant time (subtle's `ConstantTimeEq`: no early
+/// exit on the first differing byte, and no branch the compiler may add).
+/// A length mismatch answers at once; the length of the token is not
+/// treated as secret.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Whether `authorization` (the header's value) carries the configured
