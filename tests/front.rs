@@ -293,3 +293,34 @@ fn access_log_lines_in_text_and_json() {
     http_get(&format!("{}/status.json", quiet.admin_url()));
     assert!(!quiet.log().contains("castgate::access"), "access log off");
 }
+
+/// A handler that panics (debug builds have a path that does) answers 500
+/// and closes that connection; castgate keeps serving, on new connections
+/// and on connections opened before.
+#[test]
+fn a_panicking_handler_answers_500_and_castgate_keeps_serving() {
+    let f = farm();
+    let addr = f.cg.front_url().trim_start_matches("http://").to_string();
+    let before = TcpStream::connect(&addr).expect("connect");
+    before
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut before_reader = BufReader::new(&before);
+    let ask = |stream: &TcpStream, reader: &mut BufReader<&TcpStream>, path: &str| {
+        let mut w = stream;
+        w.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .expect("write request");
+        read_response(reader)
+    };
+    assert_eq!(ask(&before, &mut before_reader, "/apple.m3u").0, 200);
+    for _ in 0..3 {
+        let s = TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (code, headers, body) = ask(&s, &mut BufReader::new(&s), "/.castgate/test-panic");
+        assert_eq!(code, 500, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(header(&headers, "connection"), Some("close"));
+    }
+    assert_eq!(ask(&before, &mut before_reader, "/apple.m3u").0, 200);
+    assert_eq!(http_get(&format!("{}/apple.pls", f.cg.front_url())).0, 200);
+    assert!(f.cg.log().contains("a request handler panicked"));
+}

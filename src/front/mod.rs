@@ -43,6 +43,11 @@ pub const PLAYLIST_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// connects only succeed on a retransmission.
 pub const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// In debug builds, a request for this path panics in the handler (tests
+/// of the panic guard in `request_filter`).
+#[cfg(debug_assertions)]
+pub const TEST_PANIC_PATH: &str = "/.castgate/test-panic";
+
 /// Largest edge playlist accepted for rewriting, bytes.
 pub const MAX_PLAYLIST_BYTES: usize = 4 << 20;
 
@@ -656,6 +661,7 @@ impl FrontDoor {
             404 => "404",
             405 => "405",
             502 => "502",
+            500 => "500",
             503 => "503",
             _ => "other",
         };
@@ -667,6 +673,102 @@ impl FrontDoor {
                 .with_label_values(&[stream_name, &snap.config.edges[e].name])
                 .inc();
         }
+    }
+
+    /// Decide and write the answer to one request (the front door's
+    /// `request_filter`): `Ok(true)` when answered here, `Ok(false)` when
+    /// the request is to be proxied to `ctx.proxy`'s edge.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Debug builds only (what the integration tests run): a path whose
+        // handler panics, to show that a panic answers 500 and the process
+        // keeps serving. Release builds have no such path.
+        #[cfg(debug_assertions)]
+        if session.req_header().uri.path() == TEST_PANIC_PATH {
+            panic!("panic requested by {TEST_PANIC_PATH}");
+        }
+        let snap = self.state.snapshot.load_full();
+        let req = session.req_header();
+        let text =
+            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let origin = text(http::header::ORIGIN);
+        ctx.cors = CorsHeaders::for_request(&snap.config.cors, origin);
+        // castgate's own answers are never cached (no-store), so only a
+        // cross-origin request (one with an Origin) needs CORS headers on
+        // them; proxied answers always carry them, for caches in between.
+        let no_cors = CorsHeaders::default();
+        let own_cors = if origin.is_some() {
+            &ctx.cors
+        } else {
+            &no_cors
+        };
+        let is_head = req.method == Method::HEAD;
+        if req.method == Method::OPTIONS {
+            // A CORS preflight (or a plain OPTIONS): say what is allowed.
+            let mut a = Answer::text(204, String::new());
+            a.allow = Some("GET, HEAD, OPTIONS");
+            let allow_headers =
+                cors::allow_headers(text(http::header::ACCESS_CONTROL_REQUEST_HEADERS));
+            let mut h = header(&a, &ctx.cors)?;
+            h.remove_header(&http::header::CONTENT_TYPE);
+            h.insert_header(
+                http::header::ACCESS_CONTROL_ALLOW_METHODS,
+                "GET, HEAD, OPTIONS",
+            )?;
+            h.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers)?;
+            h.insert_header(http::header::ACCESS_CONTROL_MAX_AGE, "600")?;
+            session.write_response_header(Box::new(h), true).await?;
+            self.count(&snap, None, "-", 204, None);
+            return Ok(true);
+        }
+        let request = Request {
+            method: &req.method,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            host: text(http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
+            cookie: text(http::header::COOKIE),
+        };
+        let answer = match decide(&snap, &self.state, &request) {
+            Action::Answer(a) => a,
+            Action::Rewrite(job) => self.rewrite(&snap, &job).await,
+            Action::Proxy(job) => {
+                // A long-lived stream is logged when it ends; count the new
+                // listener now.
+                if job.assigned {
+                    let m = &self.state.metrics;
+                    m.assignments
+                        .with_label_values(&[
+                            snap.config.streams[job.stream].name.as_str(),
+                            snap.config.edges[job.edge].name.as_str(),
+                        ])
+                        .inc();
+                }
+                if snap.config.access_log {
+                    ctx.access = Some((
+                        Some(snap.streams[job.stream].name.clone()),
+                        job.format,
+                        Some(snap.edges[job.edge].name.clone()),
+                    ));
+                }
+                ctx.proxy = Some(job);
+                return Ok(false);
+            }
+        };
+        self.count(
+            &snap,
+            answer.stream,
+            answer.format,
+            answer.status,
+            answer.edge,
+        );
+        if snap.config.access_log {
+            ctx.access = Some((
+                answer.stream.map(|s| snap.streams[s].name.clone()),
+                answer.format,
+                answer.edge.map(|e| snap.edges[e].name.clone()),
+            ));
+        }
+        write(session, &answer, own_cors, is_head).await?;
+        Ok(true)
     }
 
     /// Fetch a playlist from the job's edge and rewrite it.
@@ -794,90 +896,38 @@ impl ProxyHttp for FrontDoor {
         }
     }
 
+    /// Answers from [`FrontDoor::answer`]; should that panic (a bug), the
+    /// client gets a 500 and the connection closes, the panic is logged
+    /// and counted, and the process keeps serving everyone else.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let snap = self.state.snapshot.load_full();
-        let req = session.req_header();
-        let text =
-            |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let origin = text(http::header::ORIGIN);
-        ctx.cors = CorsHeaders::for_request(&snap.config.cors, origin);
-        // castgate's own answers are never cached (no-store), so only a
-        // cross-origin request (one with an Origin) needs CORS headers on
-        // them; proxied answers always carry them, for caches in between.
-        let no_cors = CorsHeaders::default();
-        let own_cors = if origin.is_some() {
-            &ctx.cors
-        } else {
-            &no_cors
-        };
-        let is_head = req.method == Method::HEAD;
-        if req.method == Method::OPTIONS {
-            // A CORS preflight (or a plain OPTIONS): say what is allowed.
-            let mut a = Answer::text(204, String::new());
-            a.allow = Some("GET, HEAD, OPTIONS");
-            let allow_headers =
-                cors::allow_headers(text(http::header::ACCESS_CONTROL_REQUEST_HEADERS));
-            let mut h = header(&a, &ctx.cors)?;
-            h.remove_header(&http::header::CONTENT_TYPE);
-            h.insert_header(
-                http::header::ACCESS_CONTROL_ALLOW_METHODS,
-                "GET, HEAD, OPTIONS",
-            )?;
-            h.insert_header(http::header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers)?;
-            h.insert_header(http::header::ACCESS_CONTROL_MAX_AGE, "600")?;
-            session.write_response_header(Box::new(h), true).await?;
-            self.count(&snap, None, "-", 204, None);
-            return Ok(true);
-        }
-        let request = Request {
-            method: &req.method,
-            path: req.uri.path(),
-            query: req.uri.query(),
-            host: text(http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
-            cookie: text(http::header::COOKIE),
-        };
-        let answer = match decide(&snap, &self.state, &request) {
-            Action::Answer(a) => a,
-            Action::Rewrite(job) => self.rewrite(&snap, &job).await,
-            Action::Proxy(job) => {
-                // A long-lived stream is logged when it ends; count the new
-                // listener now.
-                if job.assigned {
-                    let m = &self.state.metrics;
-                    m.assignments
-                        .with_label_values(&[
-                            snap.config.streams[job.stream].name.as_str(),
-                            snap.config.edges[job.edge].name.as_str(),
-                        ])
-                        .inc();
+        use futures::FutureExt;
+        let answered = std::panic::AssertUnwindSafe(self.answer(session, ctx))
+            .catch_unwind()
+            .await;
+        match answered {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                tracing::error!(
+                    path = %session.req_header().uri.path(),
+                    panic = %what,
+                    "a request handler panicked: answered 500"
+                );
+                ctx.proxy = None;
+                let snap = self.state.snapshot.load();
+                self.count(&snap, None, "-", 500, None);
+                if session.response_written().is_none() {
+                    session.set_keepalive(None);
+                    let a = Answer::text(500, "500 internal error\n".into());
+                    write(session, &a, &CorsHeaders::default(), false).await?;
                 }
-                if snap.config.access_log {
-                    ctx.access = Some((
-                        Some(snap.streams[job.stream].name.clone()),
-                        job.format,
-                        Some(snap.edges[job.edge].name.clone()),
-                    ));
-                }
-                ctx.proxy = Some(job);
-                return Ok(false);
+                Ok(true)
             }
-        };
-        self.count(
-            &snap,
-            answer.stream,
-            answer.format,
-            answer.status,
-            answer.edge,
-        );
-        if snap.config.access_log {
-            ctx.access = Some((
-                answer.stream.map(|s| snap.streams[s].name.clone()),
-                answer.format,
-                answer.edge.map(|e| snap.edges[e].name.clone()),
-            ));
         }
-        write(session, &answer, own_cors, is_head).await?;
-        Ok(true)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
