@@ -26,9 +26,16 @@ pub enum ParseError {
     /// `icestats` is there but its shape is wrong.
     #[error("unexpected status-json.xsl shape: {0}")]
     Shape(String),
+    /// The body ends before the JSON does (cut off in transit).
+    #[error("truncated status-json.xsl body: {0}")]
+    Truncated(String),
     /// The admin XML could not be read.
     #[error("bad /admin/stats XML: {0}")]
     Xml(String),
+    /// nginx-rtmp's `/stat` XML could not be read. Its own variant so that
+    /// an nginx-rtmp edge's `last_error` does not name Icecast's admin page.
+    #[error("bad nginx-rtmp /stat XML: {0}")]
+    Stat(String),
 }
 
 #[derive(Deserialize)]
@@ -76,7 +83,13 @@ pub fn parse_status_json(body: &[u8]) -> Result<EdgeStatus, ParseError> {
             return match serde_json::from_slice::<serde_json::Value>(body) {
                 Ok(v) if v.get("icestats").is_some() => Err(ParseError::Shape(e.to_string())),
                 Ok(_) => Err(ParseError::NotIcecast(e.to_string())),
-                Err(_) => scan_lenient(body).ok_or_else(|| ParseError::NotIcecast(e.to_string())),
+                Err(_) => scan_lenient(body).ok_or_else(|| {
+                    if e.is_eof() {
+                        ParseError::Truncated(e.to_string())
+                    } else {
+                        ParseError::NotIcecast(e.to_string())
+                    }
+                }),
             };
         }
     };
@@ -114,10 +127,11 @@ pub fn parse_status_json(body: &[u8]) -> Result<EdgeStatus, ParseError> {
 /// `"listeners":N` that precedes it in the same source object (the XSLT
 /// writes keys in alphabetical order, so `listeners` comes just before
 /// `listenurl`, and free-text fields such as `title` come after it).
-/// Returns `None` unless the body carries `"icestats"`.
+/// Returns `None` unless the body carries `"icestats"` and is whole (see
+/// [`whole`]).
 pub fn scan_lenient(body: &[u8]) -> Option<EdgeStatus> {
     let text = std::str::from_utf8(body).ok()?;
-    if !text.contains("\"icestats\"") {
+    if !text.contains("\"icestats\"") || !whole(text) {
         return None;
     }
     const URL_KEY: &str = "\"listenurl\":\"";
@@ -145,6 +159,44 @@ pub fn scan_lenient(body: &[u8]) -> Option<EdgeStatus> {
         lenient: true,
         bw_out_bps: None,
     })
+}
+
+/// Whether `text` closes every string, object and array it opens and
+/// nests at most 16 levels deep (Icecast's output nests 4).
+///
+/// Icecast's own faults (bad value tokens; at startup, one `{` missing)
+/// leave the structure whole. A body cut off in transit (served without
+/// Content-Length, the connection closed early) does not, and the lenient
+/// reader used to take it for a status listing whatever mounts came before
+/// the cut, so listeners were sent to an edge answering garbage; a JSON
+/// bomb under `icestats` likewise read as a healthy edge without mounts.
+fn whole(text: &str) -> bool {
+    const MAX_DEPTH: i32 = 16;
+    let (mut depth, mut in_string, mut escaped) = (0i32, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    // Below zero is Icecast's startup body, which closes one `}` too many.
+    !in_string && depth <= 0
 }
 
 /// Per-mount figures from `GET /admin/stats` (Icecast 2.4 XML).
@@ -333,6 +385,34 @@ mod tests {
                 assert!(s.mounts.len() <= 2);
             }
         }
+    }
+
+    #[test]
+    fn cut_off_and_deeply_nested_bodies_are_not_read_leniently() {
+        // Cut inside the title, after `listenurl`: /air must not come back.
+        let full = fixture("status-json-one-source.json");
+        let text = std::str::from_utf8(&full).unwrap();
+        let cut = text.find("Lovelace").unwrap();
+        assert!(matches!(
+            parse_status_json(&full[..cut]),
+            Err(ParseError::Truncated(_))
+        ));
+        // Cut after a whole source, and cut after a quirk (strict JSON
+        // fails on `.5` first): still no status.
+        let two = fixture("status-json-invalid-title.json");
+        let text = std::str::from_utf8(&two).unwrap();
+        let after_first = text.find("},{").unwrap() + 1;
+        assert!(parse_status_json(&two[..after_first]).is_err());
+        assert!(parse_status_json(&two[..two.len() - 2]).is_err());
+        let bomb = format!(
+            r#"{{"icestats":{{"source":{}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            parse_status_json(bomb.as_bytes()),
+            Err(ParseError::NotIcecast(_))
+        ));
     }
 
     #[test]

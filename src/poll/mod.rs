@@ -199,17 +199,24 @@ impl Fetcher {
 }
 
 fn classify(e: reqwest::Error) -> ProbeError {
+    // The innermost cause says what happened (refused, unreachable, closed
+    // early).
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
     if e.is_timeout() {
         ProbeError::Timeout(Duration::ZERO)
     } else if e.is_connect() {
-        // The innermost cause says what happened (refused, unreachable).
-        let mut cause: &dyn std::error::Error = &e;
-        while let Some(next) = cause.source() {
-            cause = next;
-        }
         ProbeError::Connect(cause.to_string())
     } else {
-        ProbeError::Body(e.to_string())
+        // reqwest's own words alone ("error decoding response body") read
+        // like an encoding fault when the edge closed before sending the
+        // Content-Length it announced: add the cause.
+        match std::error::Error::source(&e) {
+            Some(_) => ProbeError::Body(format!("{e}: {cause}")),
+            None => ProbeError::Body(e.to_string()),
+        }
     }
 }
 

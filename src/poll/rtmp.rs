@@ -83,7 +83,7 @@ impl RtmpStat {
 /// Parse an nginx-rtmp `/stat` body.
 ///
 /// # Errors
-/// [`ParseError::Xml`] for malformed XML or a body without `<rtmp>`.
+/// [`ParseError::Stat`] for malformed XML or a body without `<rtmp>`.
 pub fn parse_stat(body: &[u8]) -> Result<RtmpStat, ParseError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(body);
@@ -98,7 +98,7 @@ pub fn parse_stat(body: &[u8]) -> Result<RtmpStat, ParseError> {
     let mut clients = 0u64;
     let mut publishers = 0u64;
     let mut client_publishing = false;
-    let xml = |e: quick_xml::Error| ParseError::Xml(e.to_string());
+    let xml = |e: quick_xml::Error| ParseError::Stat(e.to_string());
     loop {
         let event = reader.read_event_into(&mut buf).map_err(xml)?;
         match event {
@@ -186,12 +186,12 @@ pub fn parse_stat(body: &[u8]) -> Result<RtmpStat, ParseError> {
         buf.clear();
     }
     if !seen_rtmp {
-        return Err(ParseError::Xml(
+        return Err(ParseError::Stat(
             "no <rtmp> element: not an nginx-rtmp /stat body".into(),
         ));
     }
     if !path.is_empty() {
-        return Err(ParseError::Xml("truncated /stat body".into()));
+        return Err(ParseError::Stat("truncated /stat body".into()));
     }
     Ok(stat)
 }
