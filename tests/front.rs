@@ -324,3 +324,65 @@ fn a_panicking_handler_answers_500_and_castgate_keeps_serving() {
     assert_eq!(http_get(&format!("{}/apple.pls", f.cg.front_url())).0, 200);
     assert!(f.cg.log().contains("a request handler panicked"));
 }
+
+/// An idle keep-alive connection is closed after `server.keepalive_timeout`
+/// (pingora alone keeps it forever); one that keeps asking stays open.
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_timeout() {
+    use std::io::Read;
+    let ice = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&ice, "/air");
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 500ms, timeout: 400ms }}
+server: {{ keepalive_timeout: 1s }}
+edges:
+  - {{ name: a, kind: icecast, url: "{}" }}
+streams:
+  - {{ name: apple, mount: /air }}
+"#,
+        ice.url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("edge up", Duration::from_secs(15), || {
+        http_get(&format!("{}/apple.m3u", cg.front_url())).0 == 200
+    });
+    let addr = cg.front_url().trim_start_matches("http://").to_string();
+    let open = |addr: &str| {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let ask = |s: &TcpStream, reader: &mut BufReader<&TcpStream>| {
+        let mut w = s;
+        w.write_all(format!("GET /apple.m3u HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .expect("write request");
+        read_response(reader).0
+    };
+    // Idle after one request: closed by castgate in about a second.
+    let idle = open(&addr);
+    let mut idle_reader = BufReader::new(&idle);
+    assert_eq!(ask(&idle, &mut idle_reader), 200);
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let n = idle_reader
+        .read_to_end(&mut rest)
+        .expect("EOF, not a read timeout");
+    let waited = started.elapsed();
+    assert_eq!(n, 0);
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    // Busy: a request every 400 ms keeps the connection for 3 s.
+    let busy = open(&addr);
+    let mut busy_reader = BufReader::new(&busy);
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(ask(&busy, &mut busy_reader), 200);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+}

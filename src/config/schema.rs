@@ -287,6 +287,11 @@ pub struct ServerConfig {
     /// work, e.g. proxy mode with many threads.
     #[serde(default)]
     pub work_stealing: bool,
+    /// How long an idle keep-alive connection to the front door is kept
+    /// open for its next request (whole seconds, 1 s to 1 h). Default `60s`;
+    /// pingora's own default keeps idle connections forever.
+    #[serde(default = "default_keepalive_timeout", with = "duration")]
+    pub keepalive_timeout: Duration,
     /// On SIGTERM, how long the listeners stay open before shutdown starts
     /// (pingora's `grace_period_seconds`, whole seconds). Default `1s`;
     /// pingora's own default of 300 s only suits long downloads.
@@ -327,6 +332,7 @@ impl Default for ServerConfig {
         Self {
             threads: default_threads(),
             work_stealing: false,
+            keepalive_timeout: default_keepalive_timeout(),
             grace_period: default_grace_period(),
             shutdown_timeout: default_shutdown_timeout(),
             upgrade_sock: default_upgrade_sock(),
@@ -338,6 +344,10 @@ impl Default for ServerConfig {
 /// Default worker threads: 1.
 pub fn default_threads() -> usize {
     1
+}
+/// Default idle keep-alive timeout of front-door connections: 60 s.
+pub fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 /// Default SIGTERM grace period: 1 s.
 pub fn default_grace_period() -> Duration {

@@ -6,6 +6,7 @@ use super::{AdminState, StickySettings};
 use super::{Config, ConfigError, ConfigErrors, Edge, PollSettings, Stream};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 use url::Url;
 
 /// Where the items of a partly unreadable file came from.
@@ -114,6 +115,13 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
     }
     if p.max_body < 1024 {
         err("poll.max_body".into(), "must be at least 1024 bytes".into());
+    }
+    let keepalive = file.server.keepalive_timeout;
+    if keepalive < Duration::from_secs(1) || keepalive > Duration::from_secs(3600) {
+        err(
+            "server.keepalive_timeout".into(),
+            format!("must be between 1s and 1h, not {keepalive:?}"),
+        );
     }
     if file.server.threads == 0 {
         err("server.threads".into(), "must be at least 1".into());

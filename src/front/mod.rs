@@ -687,6 +687,13 @@ impl FrontDoor {
             panic!("panic requested by {TEST_PANIC_PATH}");
         }
         let snap = self.state.snapshot.load_full();
+        if session.get_keepalive().is_some() {
+            // Bound the wait for this connection's next request (pingora
+            // would keep it forever); a client that asked to close stays
+            // closed.
+            let idle = snap.config.server.keepalive_timeout.as_secs().max(1);
+            session.set_keepalive(Some(idle));
+        }
         let req = session.req_header();
         let text =
             |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
