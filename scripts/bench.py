@@ -372,7 +372,42 @@ def playlist_body(url):
     return f"#EXTM3U\n#EXTINF:-1,{PLAYLIST_TITLE}\n{url}\n"
 
 
-class Haproxy:
+class Served:
+    """A server under test started from self.proc, listening on self.port."""
+
+    def start(self):
+        self.proc.start()
+        wait_port(self.port, proc=self.proc.p)
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+
+def nginx_conf(d, servers):
+    """An nginx.conf for one worker, everything under d, with `servers`."""
+    return f"""worker_processes 1;
+worker_rlimit_nofile 19000;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 9000; }}
+http {{
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_body_temp_path {d};
+    proxy_temp_path {d};
+    fastcgi_temp_path {d};
+    uwsgi_temp_path {d};
+    scgi_temp_path {d};
+{servers}
+}}
+"""
+
+
+class Haproxy(Served):
     def __init__(self, root, edge):
         self.port = free_port()
         self.dir = os.path.join(root, "haproxy")
@@ -408,17 +443,8 @@ backend edge
         self.redirect = "/apple"
         self.stream = "/radio"
 
-    def start(self):
-        self.proc.start()
-        wait_port(self.port, proc=self.proc.p)
-        return self
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
-
-class Nginx:
+class Nginx(Served):
     def __init__(self, root, edge):
         self.port = free_port()
         self.dir = os.path.join(root, "nginx")
@@ -427,23 +453,7 @@ class Nginx:
         body = playlist_body(url).replace("\n", "\\n")
         self.conf = os.path.join(self.dir, "nginx.conf")
         with open(self.conf, "w") as f:
-            f.write(
-                f"""worker_processes 1;
-worker_rlimit_nofile 19000;
-daemon off;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/error.log warn;
-events {{ worker_connections 9000; }}
-http {{
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    client_body_temp_path {self.dir};
-    proxy_temp_path {self.dir};
-    fastcgi_temp_path {self.dir};
-    uwsgi_temp_path {self.dir};
-    scgi_temp_path {self.dir};
-    server {{
+            f.write(nginx_conf(self.dir, f"""    server {{
         listen {HOST}:{self.port};
         location = /apple.m3u {{
             default_type audio/x-mpegurl;
@@ -451,25 +461,13 @@ http {{
             return 200 "{body}";
         }}
         location = /apple {{ return 302 {url}; }}
-    }}
-}}
-"""
-            )
+    }}"""))
         self.proc = Proc("nginx", ["nginx", "-c", self.conf, "-p", self.dir], self.dir, SERVER_CPU)
         self.playlist = "/apple.m3u"
         self.redirect = "/apple"
 
-    def start(self):
-        self.proc.start()
-        wait_port(self.port, proc=self.proc.p)
-        return self
 
-    @property
-    def pid(self):
-        return self.proc.pid
-
-
-class BareFront:
+class BareFront(Served):
     """examples/bare_front: pingora answering a fixed playlist, castgate's floor."""
 
     def __init__(self, binary, root, app):
@@ -480,15 +478,6 @@ class BareFront:
         self.proc = Proc(os.path.basename(self.dir), argv, self.dir, SERVER_CPU)
         self.playlist = "/apple.m3u"
         self.redirect = "/apple"
-
-    def start(self):
-        self.proc.start()
-        wait_port(self.port, proc=self.proc.p)
-        return self
-
-    @property
-    def pid(self):
-        return self.proc.pid
 
 
 # ------------------------------------------------------------- measures --
@@ -945,27 +934,11 @@ def section_polling(args, binary, root, report, results):
     listens = "\n".join(f"        listen {HOST}:{p};" for p in ports)
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(
-            f"""worker_processes 1;
-worker_rlimit_nofile 19000;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 9000; }}
-http {{
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
-    uwsgi_temp_path {d}; scgi_temp_path {d};
-    server {{
+        f.write(nginx_conf(d, f"""    server {{
 {listens}
         root {d};
         location = /status-json.xsl {{ default_type application/json; }}
-    }}
-}}
-"""
-        )
+    }}"""))
     farm = Proc("status-farm", ["nginx", "-c", conf, "-p", d], d, LOAD_CPU).start()
     wait_port(ports[-1], proc=farm.p)
     cg = Castgate(binary, root, [(f"e{i}", f"http://{HOST}:{p}") for i, p in enumerate(ports)],
