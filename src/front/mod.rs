@@ -270,8 +270,8 @@ fn cookie_value<'a>(cookie: Option<&'a str>, name: &str) -> Option<&'a str> {
 }
 
 /// `base` with the request's query string appended. The query is the only
-/// client input that reaches a `Location`, an edge request or a rewritten
-/// playlist; every byte outside RFC 3986's query characters (controls,
+/// client input that reaches a `Location` or a request to an edge (rewrite
+/// and proxy modes); every byte outside RFC 3986's query characters (controls,
 /// space, `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `|`, `}`, `#`, non-ASCII)
 /// is percent-encoded, so it can neither leave the URL nor start a header
 /// or a playlist line. Existing `%XX` escapes pass through unchanged.
@@ -660,8 +660,8 @@ impl FrontDoor {
             400 => "400",
             404 => "404",
             405 => "405",
-            502 => "502",
             500 => "500",
+            502 => "502",
             503 => "503",
             _ => "other",
         };
