@@ -528,6 +528,10 @@ fn not_live(old: &FileConfig, new: &FileConfig) -> Vec<ConfigError> {
         old.server.work_stealing != new.server.work_stealing,
     );
     check(
+        "server.send_buffer",
+        old.server.send_buffer != new.server.send_buffer,
+    );
+    check(
         "server.grace_period",
         old.server.grace_period != new.server.grace_period,
     );

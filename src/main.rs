@@ -8,12 +8,13 @@ use castgate::admin::Admin;
 use castgate::config::schema::FileConfig;
 use castgate::config::{self, Config};
 use castgate::control::Control;
+use castgate::front::conn::Guarded;
 use castgate::front::FrontDoor;
 use castgate::poll::Poller;
 use castgate::reload::Reloader;
 use castgate::state::State;
 use clap::{Parser, Subcommand};
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 
 /// mimalloc (its v2 series) instead of glibc malloc: the request path
 /// allocates small, short-lived objects (pingora's per-request session and
@@ -152,6 +153,50 @@ const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     write: None,
 };
 
+/// `server.max_connections` of the config in `state`.
+fn config_max_connections(state: &castgate::state::State) -> usize {
+    state.snapshot.load().config.server.max_connections
+}
+
+/// File descriptors castgate needs beyond its front-door connections: the
+/// admin listener and its clients, edge connections of the poller, logs.
+const SPARE_FILES: u64 = 1024;
+
+/// Raise the soft open-file limit to the hard one (as nginx's
+/// `worker_rlimit_nofile` or Go's runtime do): each front-door connection
+/// is a file, and a proxied listener two. Warns when `max_connections`
+/// proxied listeners would not fit.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok {
+        tracing::warn!("cannot read the open-file limit (RLIMIT_NOFILE)");
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = 2 * max_connections as u64 + SPARE_FILES;
+    if limit.rlim_cur < needed {
+        tracing::warn!(
+            open_file_limit = limit.rlim_cur,
+            needed,
+            "server.max_connections proxied listeners need more open files than the limit allows; raise LimitNOFILE (systemd) or ulimit -n, or lower server.max_connections"
+        );
+    }
+}
+
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -199,14 +244,25 @@ fn run(
     if config.sticky.secrets.is_empty() {
         tracing::info!("sticky.secret_file not set: session tokens use a random secret, valid only in this process");
     }
+    let send_buffer = config.server.send_buffer;
     let (state, sessions) = State::new(config).context("registering metrics")?;
     let control = Arc::new(Control::new(state.clone(), path, file, text));
 
     let door = FrontDoor::new(state.clone()).context("building the playlist HTTP client")?;
-    let mut front = http_proxy_service(&server.configuration, door);
+    let max_connections = config_max_connections(&state);
+    raise_open_file_limit(max_connections);
+    let proxy = pingora::proxy::http_proxy(&server.configuration, door);
+    let mut front = Service::new(
+        "castgate front door".to_string(),
+        Guarded::new(proxy, state.clone()),
+    );
+    let mut socket = TcpSocketOptions::default();
+    socket.tcp_snd_buf = send_buffer;
     let mut certs = Vec::new();
     for l in &listen {
-        let endpoint = ListenerConfig::tcp(l.addr.to_string()).l4_buffer(DOWNSTREAM_BUFFERS);
+        let endpoint = ListenerConfig::tcp(l.addr.to_string())
+            .l4_buffer(DOWNSTREAM_BUFFERS)
+            .tcp_socket_options(socket.clone());
         match &l.tls {
             None => front.add_listener(endpoint),
             Some(files) => {

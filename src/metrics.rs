@@ -13,8 +13,8 @@ use arc_swap::ArcSwap;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -39,6 +39,15 @@ pub struct Metrics {
     /// `castgate_api_changes_total{action,code}`: admin API calls that
     /// change something, by action and HTTP status.
     pub api_changes: IntCounterVec,
+    /// `castgate_connections_open`: front-door connections open now
+    /// (after the TLS handshake), refused ones excepted.
+    pub connections_open: IntGauge,
+    /// `castgate_connections_refused_total`: connections answered `503`
+    /// and closed because `server.max_connections` were open.
+    pub connections_refused: IntCounter,
+    /// `castgate_request_header_timeouts_total`: connections closed because
+    /// a request head did not arrive within `server.request_header_timeout`.
+    pub request_header_timeouts: IntCounter,
 }
 
 impl Metrics {
@@ -93,6 +102,21 @@ impl Metrics {
             ),
             &["action", "code"],
         )?;
+        let connections_open = IntGauge::new(
+            "castgate_connections_open",
+            "Front-door connections open now.",
+        )?;
+        let connections_refused = IntCounter::new(
+            "castgate_connections_refused_total",
+            "Front-door connections refused because server.max_connections were open.",
+        )?;
+        let request_header_timeouts = IntCounter::new(
+            "castgate_request_header_timeouts_total",
+            "Front-door connections closed because a request head was not received within server.request_header_timeout.",
+        )?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        registry.register(Box::new(request_header_timeouts.clone()))?;
         // Present from the start, so dashboards and alerts see zeros.
         for outcome in ["applied", "unchanged", "invalid", "refused"] {
             reloads.with_label_values(&[outcome]);
@@ -112,6 +136,9 @@ impl Metrics {
             poll_errors,
             reloads,
             api_changes,
+            connections_open,
+            connections_refused,
+            request_header_timeouts,
         })
     }
 

@@ -111,3 +111,20 @@ fn a_missing_file_is_an_error_not_a_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+#[test]
+fn connection_guards_out_of_range_are_refused_together() {
+    let bad = format!(
+        "{GOOD}server: {{ request_header_timeout: 0s, write_timeout: 2h, max_connections: 0, send_buffer: 100 }}\n"
+    );
+    let (code, _, stderr) = check(&bad);
+    assert_eq!(code, 1);
+    for want in [
+        "server.request_header_timeout: must be between 1s and 1h",
+        "server.write_timeout: must be between 1s and 1h",
+        "server.max_connections: must be between 1 and 1000000, not 0",
+        "server.send_buffer: must be between 4096 bytes and 64 MiB, not 100",
+    ] {
+        assert!(stderr.contains(want), "missing `{want}` in:\n{stderr}");
+    }
+}

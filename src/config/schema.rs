@@ -292,6 +292,35 @@ pub struct ServerConfig {
     /// pingora's own default keeps idle connections forever.
     #[serde(default = "default_keepalive_timeout", with = "duration")]
     pub keepalive_timeout: Duration,
+    /// Bound on receiving a whole request head (whole seconds, 1 s to 1 h),
+    /// counted from the connection's opening for its first request and from
+    /// a request's first byte on a kept-alive connection; a client still
+    /// sending its head then (slowloris) is disconnected. Default `10s`
+    /// (HAProxy's usual `timeout http-request`); pingora alone bounds each
+    /// read by 60 s but not the whole head. Live.
+    #[serde(default = "default_request_header_timeout", with = "duration")]
+    pub request_header_timeout: Duration,
+    /// Bound on one write to a client (1 s to 1 h): a listener that reads
+    /// nothing for this long after its send buffer filled is disconnected.
+    /// Default `30s`; pingora's own default waits forever. Live.
+    #[serde(default = "default_write_timeout", with = "duration")]
+    pub write_timeout: Duration,
+    /// Most front-door connections open at once (1 to 1,000,000); one more
+    /// gets a `503` and is closed at once. Default 10,000. castgate raises
+    /// its open-file limit to the hard limit at start and warns when this
+    /// does not fit in it. Live.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `SO_SNDBUF` of every front-door connection, bytes (Linux doubles it
+    /// for its own bookkeeping). Unset (the default) leaves the kernel's
+    /// autotuning, which lets one stalled listener queue up to
+    /// `net.ipv4.tcp_wmem`'s maximum (4 MiB) before `write_timeout` starts
+    /// counting. A fixed buffer bounds that, and also each connection's
+    /// speed to about `send_buffer / round-trip time`: 256 KiB suits audio
+    /// and video streams; HLS segments over long paths want more. Set on
+    /// the listening sockets: not live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_buffer: Option<usize>,
     /// On SIGTERM, how long the listeners stay open before shutdown starts
     /// (pingora's `grace_period_seconds`, whole seconds). Default `1s`;
     /// pingora's own default of 300 s only suits long downloads.
@@ -333,6 +362,10 @@ impl Default for ServerConfig {
             threads: default_threads(),
             work_stealing: false,
             keepalive_timeout: default_keepalive_timeout(),
+            request_header_timeout: default_request_header_timeout(),
+            write_timeout: default_write_timeout(),
+            max_connections: default_max_connections(),
+            send_buffer: None,
             grace_period: default_grace_period(),
             shutdown_timeout: default_shutdown_timeout(),
             upgrade_sock: default_upgrade_sock(),
@@ -348,6 +381,18 @@ pub fn default_threads() -> usize {
 /// Default idle keep-alive timeout of front-door connections: 60 s.
 pub fn default_keepalive_timeout() -> Duration {
     Duration::from_secs(60)
+}
+/// Default bound on receiving a request head: 10 s.
+pub fn default_request_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+/// Default bound on one write to a client: 30 s.
+pub fn default_write_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+/// Default limit on open front-door connections: 10,000.
+pub fn default_max_connections() -> usize {
+    10_000
 }
 /// Default SIGTERM grace period: 1 s.
 pub fn default_grace_period() -> Duration {

@@ -116,12 +116,37 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
     if p.max_body < 1024 {
         err("poll.max_body".into(), "must be at least 1024 bytes".into());
     }
-    let keepalive = file.server.keepalive_timeout;
-    if keepalive < Duration::from_secs(1) || keepalive > Duration::from_secs(3600) {
+    for (place, value) in [
+        ("server.keepalive_timeout", file.server.keepalive_timeout),
+        (
+            "server.request_header_timeout",
+            file.server.request_header_timeout,
+        ),
+        ("server.write_timeout", file.server.write_timeout),
+    ] {
+        if value < Duration::from_secs(1) || value > Duration::from_secs(3600) {
+            err(
+                place.into(),
+                format!("must be between 1s and 1h, not {value:?}"),
+            );
+        }
+    }
+    if !(1..=1_000_000).contains(&file.server.max_connections) {
         err(
-            "server.keepalive_timeout".into(),
-            format!("must be between 1s and 1h, not {keepalive:?}"),
+            "server.max_connections".into(),
+            format!(
+                "must be between 1 and 1000000, not {}",
+                file.server.max_connections
+            ),
         );
+    }
+    if let Some(bytes) = file.server.send_buffer {
+        if !(4096..=(64 << 20)).contains(&bytes) {
+            err(
+                "server.send_buffer".into(),
+                format!("must be between 4096 bytes and 64 MiB, not {bytes}"),
+            );
+        }
     }
     if file.server.threads == 0 {
         err("server.threads".into(), "must be at least 1".into());

@@ -13,6 +13,7 @@
 //! `write_response_header`/`write_response_body` so the client's keep-alive
 //! connection stays open (pingora's error helpers close it).
 
+pub mod conn;
 pub mod cors;
 pub mod hls;
 pub mod playlist;
@@ -694,6 +695,10 @@ impl FrontDoor {
             let idle = snap.config.server.keepalive_timeout.as_secs().max(1);
             session.set_keepalive(Some(idle));
         }
+        // Bound each write to this client (pingora waits forever): a
+        // listener that stopped reading a proxied stream is dropped once
+        // its send buffer stays full this long.
+        session.set_write_timeout(Some(snap.config.server.write_timeout));
         let req = session.req_header();
         let text =
             |name: http::header::HeaderName| req.headers.get(name).and_then(|v| v.to_str().ok());
