@@ -159,3 +159,59 @@ streams:
     );
     drop(stalled);
 }
+
+/// An edge that died since the last poll refuses the connection: castgate
+/// carries the listener from another eligible edge instead of answering
+/// 502, and says so in its log.
+#[test]
+fn a_refused_connection_is_retried_on_another_edge() {
+    use support::Listener;
+    let mut dead = Icecast::origin(IcecastOpts::default());
+    let live = Icecast::origin(IcecastOpts::default());
+    let _src_dead = Source::start(&dead, "/air");
+    let _src_live = Source::start(&live, "/air");
+    let (front, admin) = (free_port(), free_port());
+    // A slow poll, so castgate still counts the dead edge as up; weights
+    // make it the first choice.
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 60s, timeout: 800ms }}
+edges:
+  - {{ name: dead, kind: icecast, url: "{}", weight: 100 }}
+  - {{ name: live, kind: icecast, url: "{}", weight: 1 }}
+streams:
+  - {{ name: apple, mount: /air, mode: proxy }}
+"#,
+        dead.url(),
+        live.url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("both edges up", Duration::from_secs(15), || {
+        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        s["edges"]
+            .as_array()
+            .is_some_and(|e| e.len() == 2 && e.iter().all(|e| e["up"] == true))
+    });
+    dead.kill();
+    let url = format!("{}/apple", cg.front_url());
+    let listeners: Vec<Listener> = (0..5)
+        .map(|_| Listener::connect(&url).expect("connect"))
+        .collect();
+    for l in &listeners {
+        assert_eq!(l.status(), 200, "a listener got {}", l.status());
+        l.wait_bytes(16 * 1024, Duration::from_secs(10));
+    }
+    wait_until(
+        "the live edge counts 5 listeners",
+        Duration::from_secs(10),
+        || live.listeners("/air") == Some(5),
+    );
+    let log = cg.log();
+    assert!(
+        log.contains("edge refused a proxied request: trying another"),
+        "{log}"
+    );
+}

@@ -353,7 +353,18 @@ impl Snapshot {
     /// # Errors
     /// [`NoEdge`] with the reason when no edge is eligible.
     pub fn choose(&self, stream: usize) -> Result<Choice<'_>, NoEdge> {
-        let (candidates, mount, fallback) = self.candidates(stream)?;
+        self.choose_avoiding(stream, &[])
+    }
+
+    /// [`Snapshot::choose`] among the eligible edges not in `avoid` (edge
+    /// indices): for a request whose edge just refused it, before a poll
+    /// has marked that edge down.
+    ///
+    /// # Errors
+    /// [`NoEdge`] when no other edge is eligible (`AllDown` when only
+    /// avoided edges are).
+    pub fn choose_avoiding(&self, stream: usize, avoid: &[usize]) -> Result<Choice<'_>, NoEdge> {
+        let (candidates, mount, fallback) = self.candidates(stream, avoid)?;
         let picked = candidates[self.policy.pick(&candidates).min(candidates.len() - 1)];
         Ok(self.assign(picked.edge, mount, fallback))
     }
@@ -367,7 +378,21 @@ impl Snapshot {
     /// # Errors
     /// [`NoEdge`] when no edge is eligible.
     pub fn choose_for_session(&self, stream: usize, session: u64) -> Result<Choice<'_>, NoEdge> {
-        let (candidates, mount, fallback) = self.candidates(stream)?;
+        self.choose_for_session_avoiding(stream, session, &[])
+    }
+
+    /// [`Snapshot::choose_for_session`] among the eligible edges not in
+    /// `avoid` (edge indices).
+    ///
+    /// # Errors
+    /// [`NoEdge`] when no other edge is eligible.
+    pub fn choose_for_session_avoiding(
+        &self,
+        stream: usize,
+        session: u64,
+        avoid: &[usize],
+    ) -> Result<Choice<'_>, NoEdge> {
+        let (candidates, mount, fallback) = self.candidates(stream, avoid)?;
         let score = |c: &Candidate| {
             let name = &self.config.edges[c.edge].name;
             // FNV-1a over the session id and the edge name: stable across
@@ -393,7 +418,7 @@ impl Snapshot {
     /// # Errors
     /// [`NoEdge`] with the reason when none could.
     pub fn available(&self, stream: usize) -> Result<(), NoEdge> {
-        self.candidates(stream).map(|_| ())
+        self.candidates(stream, &[]).map(|_| ())
     }
 
     /// Whether a session already on `edge` may stay there: the edge is up,
@@ -427,7 +452,11 @@ impl Snapshot {
     }
 
     /// The eligible edges of a stream for its mount, else for its fallback.
-    fn candidates(&self, stream: usize) -> Result<(Vec<Candidate>, &str, bool), NoEdge> {
+    fn candidates(
+        &self,
+        stream: usize,
+        avoid: &[usize],
+    ) -> Result<(Vec<Candidate>, &str, bool), NoEdge> {
         let conf = &self.config.streams[stream];
         let mut candidates: Vec<Candidate> = Vec::with_capacity(conf.edges.len());
         let mut any_up = false;
@@ -438,7 +467,7 @@ impl Snapshot {
             candidates.clear();
             for &e in &conf.edges {
                 let view = &self.edges[e];
-                if !view.health.up {
+                if !view.health.up || avoid.contains(&e) {
                     continue;
                 }
                 any_up = true;

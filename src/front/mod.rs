@@ -224,6 +224,8 @@ pub struct RewriteJob {
     pub query: Option<String>,
     /// The session's token, for the castgate URLs in the answer.
     pub token: String,
+    /// The session's id, to move it should the edge not answer.
+    pub session: u64,
 }
 
 /// A request to carry to an edge.
@@ -241,6 +243,9 @@ pub struct ProxyJob {
     pub format: &'static str,
     /// Whether this request is a new listener (counted as an assignment).
     pub assigned: bool,
+    /// The HLS session's id (None for an Icecast stream): a retry on
+    /// another edge moves the session there.
+    pub session: Option<u64>,
 }
 
 /// What castgate knows of one request.
@@ -389,6 +394,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     set_cookie: None,
                     format,
                     assigned: true,
+                    session: None,
                 })
             } else {
                 let location = with_query(snap.listen_url(&choice), req.query);
@@ -471,6 +477,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     rest: rest.to_string(),
                     query: req.query.map(str::to_string),
                     token: pick.token,
+                    session: pick.session,
                 }),
                 StreamMode::Proxy => Action::Proxy(ProxyJob {
                     stream,
@@ -479,6 +486,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     set_cookie: None,
                     format,
                     assigned,
+                    session: Some(pick.session),
                 }),
             }
         }
@@ -502,6 +510,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                 set_cookie: changed.then(|| session_cookie(name, &pick.token, state.sticky.ttl())),
                 format,
                 assigned: changed,
+                session: Some(pick.session),
             })
         }
         _ => not_found(),
@@ -616,6 +625,9 @@ pub struct Ctx {
     started: Option<Instant>,
     /// What the access log says of the request.
     access: Option<AccessInfo>,
+    /// Edges that refused this request's connection (proxy mode), not to
+    /// be tried again for it.
+    refused_by: Vec<usize>,
 }
 
 /// Access-log fields decided while answering: stream, format, edge.
@@ -784,6 +796,32 @@ impl FrontDoor {
     }
 
     /// Fetch a playlist from the job's edge and rewrite it.
+    /// A `302` that moves `job`'s session off its edge, which could not be
+    /// reached, to another eligible one (with a new token); None when no
+    /// other edge is eligible.
+    fn move_session(&self, snap: &Snapshot, job: &RewriteJob) -> Option<Answer> {
+        let conf = &snap.config.streams[job.stream];
+        let choice = snap
+            .choose_for_session_avoiding(job.stream, job.session, &[job.edge])
+            .ok()?;
+        let to = &snap.config.edges[choice.edge].name;
+        tracing::warn!(
+            stream = %conf.name,
+            edge = %snap.config.edges[job.edge].name,
+            to = %to,
+            "edge unreachable for a playlist: session moved"
+        );
+        let (token, _) = self
+            .state
+            .sticky
+            .reissue(job.session, to, SystemTime::now());
+        let location = with_query(
+            format!("/{}/s/{token}{}", conf.name, job.rest),
+            job.query.as_deref(),
+        );
+        Some(Answer::redirect(location).for_stream(job.stream, "m3u8", Some(choice.edge)))
+    }
+
     async fn rewrite(&self, snap: &Snapshot, job: &RewriteJob) -> Answer {
         let conf = &snap.config.streams[job.stream];
         let edge = &snap.config.edges[job.edge];
@@ -800,6 +838,13 @@ impl FrontDoor {
         };
         let resp = match self.client.get(&fetch_url).send().await {
             Ok(r) => r,
+            Err(e) if e.is_connect() || e.is_timeout() => {
+                // The edge died since the last poll: move the session to
+                // another edge rather than fail the player.
+                return self
+                    .move_session(snap, job)
+                    .unwrap_or_else(|| fail(502, format!("fetching the playlist failed: {e}")));
+            }
             Err(e) => return fail(502, format!("fetching the playlist failed: {e}")),
         };
         let status = resp.status().as_u16();
@@ -959,6 +1004,65 @@ impl ProxyHttp for FrontDoor {
         let mut peer = HttpPeer::new(addr.as_str(), tls, host.to_string());
         peer.options.connection_timeout = Some(PROXY_CONNECT_TIMEOUT);
         Ok(Box::new(peer))
+    }
+
+    /// The chosen edge refused the connection (it died since the last
+    /// poll): try another eligible edge, once each, so the listener is
+    /// served rather than answered 502. An HLS session moves with a new
+    /// cookie. With no other edge the error stands (a 502).
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(job) = ctx.proxy.as_mut() else {
+            return e;
+        };
+        let snap = self.state.snapshot.load();
+        ctx.refused_by.push(job.edge);
+        let next = match job.session {
+            Some(id) => snap.choose_for_session_avoiding(job.stream, id, &ctx.refused_by),
+            None => snap.choose_avoiding(job.stream, &ctx.refused_by),
+        };
+        let Ok(choice) = next else {
+            e.set_retry(false);
+            return e;
+        };
+        let conf = &snap.config.streams[job.stream];
+        let to = &snap.config.edges[choice.edge].name;
+        tracing::warn!(
+            stream = %conf.name,
+            edge = %snap.config.edges[job.edge].name,
+            to = %to,
+            error = %e,
+            "edge refused a proxied request: trying another"
+        );
+        match job.session {
+            None => {
+                job.path_and_query =
+                    with_query(choice.mount.to_string(), session.req_header().uri.query());
+            }
+            Some(id) => {
+                let (token, _) = self.state.sticky.reissue(id, to, SystemTime::now());
+                job.set_cookie = Some(session_cookie(&conf.name, &token, self.state.sticky.ttl()));
+            }
+        }
+        job.edge = choice.edge;
+        if let Some(access) = ctx.access.as_mut() {
+            access.2 = Some(snap.edges[choice.edge].name.clone());
+        }
+        e.set_retry(true);
+        e
+    }
+
+    /// A listener hanging up on a proxied stream is how listening ends,
+    /// not an error worth a log line (the access log records the end).
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+        ctx.proxy.is_some()
+            && error.esource() == &pingora::ErrorSource::Downstream
+            && error.etype() == &ErrorType::ConnectionClosed
     }
 
     async fn upstream_request_filter(

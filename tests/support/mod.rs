@@ -1272,6 +1272,17 @@ impl Castgate {
         }
     }
 
+    /// A figure of castgate's `/proc/PID/status` in KiB, e.g. `"VmRSS"` or
+    /// `"VmHWM"`; None if castgate is not running or has no such field.
+    pub fn proc_status_kib(&self, field: &str) -> Option<u64> {
+        let pid = self.pid()?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Sends a signal (e.g. `libc::SIGHUP`) to castgate.
     pub fn signal(&self, signal: i32) {
         if let Some(pid) = self.pid() {
