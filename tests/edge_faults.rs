@@ -606,14 +606,8 @@ fn assert_healthy_polled(edges: &[serde_json::Value], when: &str) -> Duration {
 
 /// A kernel figure of castgate's from /proc/PID/status, in KiB.
 fn proc_kib(cg: &Castgate, field: &str) -> u64 {
-    let pid = cg.pid().expect("castgate runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("read castgate's /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    cg.proc_status_kib(field)
+        .unwrap_or_else(|| panic!("no {field} of castgate in /proc"))
 }
 
 /// One fake edge failing one way, and what `last_error` must then say

@@ -9,18 +9,6 @@ use support::{
     Source,
 };
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[test]
 fn two_hundred_listeners_get_audio_through_castgate() {
     let ice = Icecast::origin(IcecastOpts {
@@ -75,8 +63,7 @@ streams:
             .unwrap_or(0)
     };
     assert_eq!(assigned(), 20, "one assignment per proxied listener");
-    let pid = cg.pid().expect("castgate pid");
-    let before = rss_kib(pid);
+    let before = cg.proc_status_kib("VmRSS").unwrap_or(0);
     let started = Instant::now();
     let listeners = connect_listeners(&format!("{}/apple", cg.front_url()), 200);
     for l in &listeners {
@@ -86,7 +73,7 @@ streams:
     for l in &listeners {
         l.wait_bytes(32 * 1024, Duration::from_secs(30));
     }
-    let during = rss_kib(pid);
+    let during = cg.proc_status_kib("VmRSS").unwrap_or(0);
     eprintln!(
         "200 proxied listeners: castgate RSS {before} KiB before, {during} KiB with them ({:.1} KiB per listener); all got 32 KiB within {:?}",
         (during.saturating_sub(before)) as f64 / 200.0,
@@ -130,10 +117,9 @@ streams:
     wait_until("edge up", Duration::from_secs(15), || {
         http_get(&format!("{}/apple.m3u", cg.front_url())).0 == 200
     });
-    let pid = cg.pid().expect("castgate pid");
     let addr = cg.front_url().trim_start_matches("http://").to_string();
-    // 20 listeners that send a request and never read a byte.
-    let stalled: Vec<std::net::TcpStream> = (0..20)
+    // 50 listeners that send a request and never read a byte.
+    let stalled: Vec<std::net::TcpStream> = (0..50)
         .map(|_| {
             let mut s = std::net::TcpStream::connect(&addr).expect("connect");
             s.write_all(format!("GET /apple HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -142,19 +128,21 @@ streams:
         })
         .collect();
     wait_until("icecast counts them", Duration::from_secs(30), || {
-        ice.listeners("/air") == Some(20)
+        ice.listeners("/air") == Some(50)
     });
     // Let the pipeline fill first (socket buffers, pingora's bounded
     // channel between the edge and the listener, Icecast's burst on
     // connect); what is measured after that is growth that would not stop.
     std::thread::sleep(Duration::from_secs(5));
-    let settled = rss_kib(pid);
-    // 10 s of 128 kbit/s is 160 KB per listener the edge would like to send.
+    let settled = cg.proc_status_kib("VmRSS").unwrap_or(0);
+    // 10 s of 128 kbit/s is 160 KB per listener the edge would like to
+    // send, 8 MB for the 50: buffering them would show. The allocator may
+    // still take one more segment (a 2.3 MiB step was seen), hence 4 MiB.
     std::thread::sleep(Duration::from_secs(10));
-    let later = rss_kib(pid);
-    eprintln!("20 stalled listeners: castgate RSS {settled} KiB, 10 s later {later} KiB");
+    let later = cg.proc_status_kib("VmRSS").unwrap_or(0);
+    eprintln!("50 stalled listeners: castgate RSS {settled} KiB, 10 s later {later} KiB");
     assert!(
-        later < settled + 2048,
+        later < settled + 4096,
         "RSS grew from {settled} KiB to {later} KiB: castgate buffers for stalled listeners"
     );
     drop(stalled);
