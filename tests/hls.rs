@@ -283,6 +283,33 @@ fn proxy_mode_carries_playlists_and_segments_with_a_cookie() {
     );
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&body2).starts_with("#EXTM3U"));
+
+    // The session's edge dies; before any poll sees it, the next playlist
+    // request is carried from the other edge and the cookie moves there.
+    let mut f = f;
+    let edge = token
+        .split_once('=')
+        .and_then(|(_, t)| t.split('.').next())
+        .expect("the token names its edge")
+        .to_string();
+    if edge == "e1" {
+        f.e1.kill();
+    } else {
+        f.e2.kill();
+    }
+    let (code, headers, body3) = support::http_request(
+        "GET",
+        &format!("{}/livep{PATH}", cg.front_url()),
+        &[("Cookie", token)],
+    );
+    assert_eq!(code, 200, "the first request after its edge died");
+    assert!(String::from_utf8_lossy(&body3).starts_with("#EXTM3U"));
+    let moved = header(&headers, "set-cookie").expect("a new session cookie");
+    let other = if edge == "e1" { "e2" } else { "e1" };
+    assert!(
+        moved.starts_with(&format!("castgate_livep={other}.")),
+        "{moved}"
+    );
 }
 
 #[test]
