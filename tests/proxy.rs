@@ -199,7 +199,82 @@ streams:
     );
     let log = cg.log();
     assert!(
-        log.contains("edge refused a proxied request: trying another"),
+        log.contains("edge failed a proxied request before answering: trying another"),
         "{log}"
     );
+}
+
+/// A fake Icecast edge on 127.0.0.1: its status page says `/air` is live,
+/// but it hangs up on every other request without answering (an edge
+/// killed while it was being asked). Serves until the test ends.
+fn edge_that_hangs_up() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake edge");
+    let port = listener.local_addr().expect("fake edge address").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            if head.starts_with(b"GET /status-json.xsl ") {
+                let body = format!(
+                    r#"{{"icestats":{{"source":{{"listenurl":"http://127.0.0.1:{port}/air","listeners":0,"server_type":"audio/mpeg"}}}}}}"#
+                );
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            // Anything else: hang up unanswered.
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// An edge that takes a listener's connection and closes it without an
+/// answer: castgate carries the listener from another edge rather than
+/// answer 502 (nothing had reached the listener yet).
+#[test]
+fn an_edge_that_hangs_up_unanswered_is_retried_on_another_edge() {
+    let live = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&live, "/air");
+    let fake = edge_that_hangs_up();
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+edges:
+  - {{ name: hangs_up, kind: icecast, url: "{fake}", weight: 100 }}
+  - {{ name: live, kind: icecast, url: "{}", weight: 1 }}
+streams:
+  - {{ name: apple, mount: /air, mode: proxy }}
+"#,
+        live.url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("both edges up", Duration::from_secs(15), || {
+        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        s["edges"]
+            .as_array()
+            .is_some_and(|e| e.len() == 2 && e.iter().all(|e| e["up"] == true))
+    });
+    let url = format!("{}/apple", cg.front_url());
+    for _ in 0..3 {
+        let l = support::Listener::connect(&url).expect("connect");
+        assert_eq!(l.status(), 200, "a listener got {}", l.status());
+        l.wait_bytes(8 * 1024, Duration::from_secs(10));
+    }
+    assert!(cg
+        .log()
+        .contains("edge failed a proxied request before answering: trying another"));
 }

@@ -625,8 +625,8 @@ pub struct Ctx {
     started: Option<Instant>,
     /// What the access log says of the request.
     access: Option<AccessInfo>,
-    /// Edges that refused this request's connection (proxy mode), not to
-    /// be tried again for it.
+    /// Edges that failed this request before answering (proxy mode), not
+    /// to be tried again for it.
     refused_by: Vec<usize>,
 }
 
@@ -796,6 +796,52 @@ impl FrontDoor {
     }
 
     /// Fetch a playlist from the job's edge and rewrite it.
+    /// A proxied request's edge failed it before answering (refused the
+    /// connection, or closed it unanswered): pick another eligible edge,
+    /// each edge once per request, and mark `e` for pingora to retry there;
+    /// an HLS session moves with a new cookie. With no other edge, `e`
+    /// stands (the listener gets a 502).
+    fn retry_elsewhere(&self, session: &Session, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        let Some(job) = ctx.proxy.as_mut() else {
+            return e;
+        };
+        let snap = self.state.snapshot.load();
+        ctx.refused_by.push(job.edge);
+        let next = match job.session {
+            Some(id) => snap.choose_for_session_avoiding(job.stream, id, &ctx.refused_by),
+            None => snap.choose_avoiding(job.stream, &ctx.refused_by),
+        };
+        let Ok(choice) = next else {
+            e.set_retry(false);
+            return e;
+        };
+        let conf = &snap.config.streams[job.stream];
+        let to = &snap.config.edges[choice.edge].name;
+        tracing::warn!(
+            stream = %conf.name,
+            edge = %snap.config.edges[job.edge].name,
+            to = %to,
+            error = %e,
+            "edge failed a proxied request before answering: trying another"
+        );
+        match job.session {
+            None => {
+                job.path_and_query =
+                    with_query(choice.mount.to_string(), session.req_header().uri.query());
+            }
+            Some(id) => {
+                let (token, _) = self.state.sticky.reissue(id, to, SystemTime::now());
+                job.set_cookie = Some(session_cookie(&conf.name, &token, self.state.sticky.ttl()));
+            }
+        }
+        job.edge = choice.edge;
+        if let Some(access) = ctx.access.as_mut() {
+            access.2 = Some(snap.edges[choice.edge].name.clone());
+        }
+        e.set_retry(true);
+        e
+    }
+
     /// A `302` that moves `job`'s session off its edge, which could not be
     /// reached, to another eligible one (with a new token); None when no
     /// other edge is eligible.
@@ -1007,56 +1053,40 @@ impl ProxyHttp for FrontDoor {
     }
 
     /// The chosen edge refused the connection (it died since the last
-    /// poll): try another eligible edge, once each, so the listener is
-    /// served rather than answered 502. An HLS session moves with a new
-    /// cookie. With no other edge the error stands (a 502).
+    /// poll): try another eligible edge (see [`FrontDoor::retry_elsewhere`]).
     fn fail_to_connect(
         &self,
         session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Ctx,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        let Some(job) = ctx.proxy.as_mut() else {
-            return e;
-        };
-        let snap = self.state.snapshot.load();
-        ctx.refused_by.push(job.edge);
-        let next = match job.session {
-            Some(id) => snap.choose_for_session_avoiding(job.stream, id, &ctx.refused_by),
-            None => snap.choose_avoiding(job.stream, &ctx.refused_by),
-        };
-        let Ok(choice) = next else {
-            e.set_retry(false);
-            return e;
-        };
-        let conf = &snap.config.streams[job.stream];
-        let to = &snap.config.edges[choice.edge].name;
-        tracing::warn!(
-            stream = %conf.name,
-            edge = %snap.config.edges[job.edge].name,
-            to = %to,
-            error = %e,
-            "edge refused a proxied request: trying another"
-        );
-        match job.session {
-            None => {
-                job.path_and_query =
-                    with_query(choice.mount.to_string(), session.req_header().uri.query());
-            }
-            Some(id) => {
-                let (token, _) = self.state.sticky.reissue(id, to, SystemTime::now());
-                job.set_cookie = Some(session_cookie(&conf.name, &token, self.state.sticky.ttl()));
-            }
-        }
-        job.edge = choice.edge;
-        if let Some(access) = ctx.access.as_mut() {
-            access.2 = Some(snap.edges[choice.edge].name.clone());
-        }
-        e.set_retry(true);
-        e
+        self.retry_elsewhere(session, ctx, e)
     }
 
+    /// The edge failed after the connection was made. Before any of its
+    /// answer reached the listener (an edge killed while it was being
+    /// asked), the request is retried on another eligible edge; after
+    /// that, the stream ends where the edge stopped.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("edge {peer}"));
+        let nothing_sent = session.response_written().is_none()
+            && session.req_header().method.is_idempotent()
+            && e.esource() == &pingora::ErrorSource::Upstream;
+        if nothing_sent {
+            self.retry_elsewhere(session, ctx, e)
+        } else {
+            e.set_retry(false);
+            e
+        }
+    }
     /// A listener hanging up on a proxied stream is how listening ends,
     /// not an error worth a log line (the access log records the end).
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
