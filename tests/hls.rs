@@ -168,6 +168,15 @@ fn a_session_sticks_moves_when_its_edge_dies_and_forged_tokens_are_ignored() {
     }
     assert_eq!(edges.len(), 1, "one session, one edge: {edges:?}");
     let edge_url = edges.into_iter().next().unwrap();
+    // The access log names the edge each session playlist came from.
+    let token_edge = url.split('/').nth(3).and_then(|t| t.split('.').next());
+    let logged = format!("edge=\"{}\" code=200", token_edge.unwrap());
+    assert!(
+        cg.log()
+            .lines()
+            .any(|l| l.contains("path=/live/s/") && l.contains(&logged)),
+        "no access-log line with {logged} for a session playlist"
+    );
 
     // A tampered token is not trusted: the answer is a fresh session URL.
     let token = url.split('/').nth(3).unwrap().to_string();

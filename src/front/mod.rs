@@ -166,8 +166,11 @@ pub struct Answer {
     pub stream: Option<usize>,
     /// `format` metric label.
     pub format: &'static str,
-    /// Index of the edge chosen, for metrics.
+    /// Index of the edge chosen, for metrics (a new listener there).
     pub edge: Option<usize>,
+    /// Index of the edge asked for this answer when it is not a new
+    /// listener's (a rewritten session playlist), for the access log.
+    pub asked: Option<usize>,
 }
 
 impl Answer {
@@ -183,6 +186,7 @@ impl Answer {
             stream: None,
             format: "-",
             edge: None,
+            asked: None,
         }
     }
 
@@ -190,6 +194,11 @@ impl Answer {
         let mut a = Answer::text(302, String::new());
         a.location = Some(location);
         a
+    }
+
+    fn asked(mut self, edge: usize) -> Answer {
+        self.asked = Some(edge);
+        self
     }
 
     fn for_stream(mut self, stream: usize, format: &'static str, edge: Option<usize>) -> Answer {
@@ -788,7 +797,10 @@ impl FrontDoor {
             ctx.access = Some((
                 answer.stream.map(|s| snap.streams[s].name.clone()),
                 answer.format,
-                answer.edge.map(|e| snap.edges[e].name.clone()),
+                answer
+                    .edge
+                    .or(answer.asked)
+                    .map(|e| snap.edges[e].name.clone()),
             ));
         }
         write(session, &answer, own_cors, is_head).await?;
@@ -881,6 +893,7 @@ impl FrontDoor {
                 format!("{status} {}: edge {}: {why}\n", conf.name, edge.name),
             )
             .for_stream(job.stream, "m3u8", None)
+            .asked(job.edge)
         };
         let resp = match self.client.get(&fetch_url).send().await {
             Ok(r) => r,
@@ -936,7 +949,7 @@ impl FrontDoor {
         );
         let mut a = Answer::text(200, out);
         a.content_type = "application/vnd.apple.mpegurl";
-        a.for_stream(job.stream, "m3u8", None)
+        a.for_stream(job.stream, "m3u8", None).asked(job.edge)
     }
 }
 
