@@ -148,31 +148,22 @@ streams:
     drop(stalled);
 }
 
-/// An edge that died since the last poll refuses the connection: castgate
-/// carries the listener from another eligible edge instead of answering
-/// 502, and says so in its log.
-#[test]
-fn a_refused_connection_is_retried_on_another_edge() {
-    use support::Listener;
-    let mut dead = Icecast::origin(IcecastOpts::default());
-    let live = Icecast::origin(IcecastOpts::default());
-    let _src_dead = Source::start(&dead, "/air");
-    let _src_live = Source::start(&live, "/air");
+/// castgate proxying `/apple` (mount `/air`) from the edge `first` at
+/// `first_url`, weighted to be chosen first, and from `live`; `poll` is its
+/// `poll:` section. Returns once both edges are up.
+fn castgate_preferring(first: &str, first_url: &str, live: &Icecast, poll: &str) -> Castgate {
     let (front, admin) = (free_port(), free_port());
-    // A slow poll, so castgate still counts the dead edge as up; weights
-    // make it the first choice.
     let yaml = format!(
         r#"
 listen: ["127.0.0.1:{front}"]
 admin: {{ listen: "127.0.0.1:{admin}" }}
-poll: {{ interval: 60s, timeout: 800ms }}
+poll: {poll}
 edges:
-  - {{ name: dead, kind: icecast, url: "{}", weight: 100 }}
+  - {{ name: {first}, kind: icecast, url: "{first_url}", weight: 100 }}
   - {{ name: live, kind: icecast, url: "{}", weight: 1 }}
 streams:
   - {{ name: apple, mount: /air, mode: proxy }}
 "#,
-        dead.url(),
         live.url()
     );
     let cg = Castgate::start(&yaml, front, admin);
@@ -183,6 +174,26 @@ streams:
             .as_array()
             .is_some_and(|e| e.len() == 2 && e.iter().all(|e| e["up"] == true))
     });
+    cg
+}
+
+/// An edge that died since the last poll refuses the connection: castgate
+/// carries the listener from another eligible edge instead of answering
+/// 502, and says so in its log.
+#[test]
+fn a_refused_connection_is_retried_on_another_edge() {
+    use support::Listener;
+    let mut dead = Icecast::origin(IcecastOpts::default());
+    let live = Icecast::origin(IcecastOpts::default());
+    let _src_dead = Source::start(&dead, "/air");
+    let _src_live = Source::start(&live, "/air");
+    // A slow poll, so castgate still counts the dead edge as up.
+    let cg = castgate_preferring(
+        "dead",
+        &dead.url(),
+        &live,
+        "{ interval: 60s, timeout: 800ms }",
+    );
     dead.kill();
     let url = format!("{}/apple", cg.front_url());
     let listeners: Vec<Listener> = (0..5)
@@ -247,27 +258,7 @@ fn an_edge_that_hangs_up_unanswered_is_retried_on_another_edge() {
     let live = Icecast::origin(IcecastOpts::default());
     let _src = Source::start(&live, "/air");
     let fake = edge_that_hangs_up();
-    let (front, admin) = (free_port(), free_port());
-    let yaml = format!(
-        r#"
-listen: ["127.0.0.1:{front}"]
-admin: {{ listen: "127.0.0.1:{admin}" }}
-edges:
-  - {{ name: hangs_up, kind: icecast, url: "{fake}", weight: 100 }}
-  - {{ name: live, kind: icecast, url: "{}", weight: 1 }}
-streams:
-  - {{ name: apple, mount: /air, mode: proxy }}
-"#,
-        live.url()
-    );
-    let cg = Castgate::start(&yaml, front, admin);
-    wait_until("both edges up", Duration::from_secs(15), || {
-        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
-        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        s["edges"]
-            .as_array()
-            .is_some_and(|e| e.len() == 2 && e.iter().all(|e| e["up"] == true))
-    });
+    let cg = castgate_preferring("hangs_up", &fake, &live, "{}");
     let url = format!("{}/apple", cg.front_url());
     for _ in 0..3 {
         let l = support::Listener::connect(&url).expect("connect");
