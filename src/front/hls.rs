@@ -56,7 +56,9 @@ pub fn rewrite(body: &str, target: &Target<'_>) -> String {
     let mut next_is_variant = false;
     for raw in body.split_inclusive('\n') {
         let (line, eol) = split_eol(raw);
-        if line.is_empty() {
+        if line.trim().is_empty() {
+            // Blank (whitespace only): players ignore it, so must we; taken
+            // for a URI it would resolve to the playlist's own URL.
             out.push_str(raw);
             continue;
         }
@@ -196,6 +198,30 @@ mod tests {
 #EXT-X-STREAM-INF:BANDWIDTH=2000000\nhttp://cdn.example/hi/index.m3u8\n\
 #EXT-X-SESSION-KEY:METHOD=AES-128,URI=\"https://b2.example/keys/k1\"\n";
         assert_eq!(out, want);
+    }
+
+    /// Found by the `hls` fuzz target: a whitespace-only line became a
+    /// segment naming the playlist itself.
+    #[test]
+    fn blank_lines_stay_blank() {
+        let base = Url::parse("http://b1.example:8080/").unwrap();
+        let pl = Url::parse("http://b1.example:8080/hls/stream.m3u8").unwrap();
+        for body in [
+            "#EXTM3U\n\r",
+            "#EXTM3U\n   \n",
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n \t\r\nlow.m3u8\n",
+        ] {
+            let out = rewrite(body, &target_for(&pl, &base));
+            assert!(!out.contains("stream.m3u8"), "{body:?} -> {out:?}");
+        }
+        assert_eq!(
+            rewrite(
+                "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n \nlow.m3u8\n",
+                &target_for(&pl, &base)
+            ),
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n \n/live/s/TOKEN/hls/low.m3u8\n",
+            "a blank line between a variant's tag and its URI keeps it a variant"
+        );
     }
 
     #[test]
