@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use support::{
-    free_port, http_get, require_bin, wait_until, Castgate, Icecast, IcecastOpts, Source,
+    down_bound, free_port, http_get, require_bin, wait_until, Castgate, Icecast, IcecastOpts,
+    Source,
 };
 
 /// Poll settings of every test here.
@@ -30,10 +31,7 @@ const FALL: u32 = 2;
 const MARGIN: Duration = Duration::from_millis(500);
 /// A failing edge is down within this long after it starts failing: `fall`
 /// failed polls, the last one taking up to `timeout`.
-const DOWN_BOUND: Duration = INTERVAL
-    .saturating_mul(FALL)
-    .saturating_add(TIMEOUT)
-    .saturating_add(MARGIN);
+const DOWN_BOUND: Duration = down_bound(INTERVAL, TIMEOUT, FALL, MARGIN);
 /// An edge answering properly again is up within this long.
 const UP_BOUND: Duration = INTERVAL
     .saturating_mul(RISE)

@@ -43,8 +43,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 use support::nginx::{RtmpEdge, RtmpOpts, RtmpSource};
 use support::{
-    free_port, header, http_get, poll_until, try_http_request, try_http_request_with_body,
-    wait_until, Castgate, Icecast, IcecastOpts, Listener, Source,
+    down_bound, free_port, header, http_get, poll_until, try_http_request,
+    try_http_request_with_body, wait_until, Castgate, Icecast, IcecastOpts, Listener, Source,
 };
 
 /// Poll settings of the soak farm.
@@ -56,10 +56,7 @@ const FALL: u32 = 2;
 const MARGIN: Duration = Duration::from_millis(500);
 /// A killed edge is in no answer asked for this long after the kill:
 /// `fall` failed polls, the last one taking up to `timeout`.
-const DEAD_BOUND: Duration = INTERVAL
-    .saturating_mul(FALL)
-    .saturating_add(TIMEOUT)
-    .saturating_add(MARGIN);
+const DEAD_BOUND: Duration = down_bound(INTERVAL, TIMEOUT, FALL, MARGIN);
 
 /// Default run length, seconds (`CASTGATE_SOAK_SECS`).
 const DEFAULT_SECS: u64 = 120;

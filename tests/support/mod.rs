@@ -103,6 +103,21 @@ pub fn poll_until<F: FnMut() -> bool>(timeout: Duration, mut f: F) -> bool {
     }
 }
 
+/// How long after an edge starts failing castgate may still count it up:
+/// `fall` failed polls `interval` apart, the last one taking up to
+/// `timeout`, plus `margin` for scheduling on a shared machine.
+pub const fn down_bound(
+    interval: Duration,
+    timeout: Duration,
+    fall: u32,
+    margin: Duration,
+) -> Duration {
+    interval
+        .saturating_mul(fall)
+        .saturating_add(timeout)
+        .saturating_add(margin)
+}
+
 /// Like [`poll_until`], but panics naming `what` when `timeout` passes.
 pub fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, f: F) {
     if !poll_until(timeout, f) {
