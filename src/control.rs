@@ -256,6 +256,14 @@ impl Control {
         overrides.prune(&file);
         match effective(&file, &overrides, &inner.discovered) {
             Ok(config) => {
+                if file.server.keepalive_timeout != inner.file.server.keepalive_timeout
+                    && config.listen.iter().any(|l| l.tls.is_some())
+                {
+                    tracing::warn!(
+                        "server.keepalive_timeout changed: HTTP/1 connections use it now, \
+                         HTTP/2 connections keep the value castgate started with until a restart"
+                    );
+                }
                 inner.file = file;
                 inner.text = text;
                 inner.overrides = overrides;

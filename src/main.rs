@@ -37,6 +37,7 @@ fn purge_freed_memory_at_once() {
     // any other thread exists.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
@@ -158,6 +159,16 @@ fn config_max_connections(state: &castgate::state::State) -> usize {
     state.snapshot.load().config.server.max_connections
 }
 
+/// pingora's options for the front door's HTTP app: an HTTP/2 connection
+/// with no request in flight is closed after `server.keepalive_timeout`,
+/// as an HTTP/1 one is (pingora's default keeps it forever). pingora takes
+/// these once, so for HTTP/2 the value at start applies until a restart.
+fn front_options(state: &castgate::state::State) -> HttpServerOptions {
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(state.snapshot.load().config.server.keepalive_timeout);
+    options
+}
+
 /// File descriptors castgate needs beyond its front-door connections: the
 /// admin listener and its clients, edge connections of the poller, logs.
 const SPARE_FILES: u64 = 1024;
@@ -251,7 +262,8 @@ fn run(
     let door = FrontDoor::new(state.clone()).context("building the playlist HTTP client")?;
     let max_connections = config_max_connections(&state);
     raise_open_file_limit(max_connections);
-    let proxy = pingora::proxy::http_proxy(&server.configuration, door);
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, door);
+    proxy.server_options = Some(front_options(&state));
     let mut front = Service::new(
         "castgate front door".to_string(),
         Guarded::new(proxy, state.clone()),

@@ -1,13 +1,20 @@
 //! TLS: an HTTPS front door with a certificate the test makes, verified by
-//! a real client, offering HTTP/2; the certificate renewed on SIGHUP; and
-//! HTTPS edges polled with a configured CA.
+//! a real client, offering HTTP/2; the certificate renewed on SIGHUP;
+//! HTTP/2 connections that never send their preface, or sit idle, closed;
+//! and HTTPS edges polled with a configured CA.
 
 mod support;
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
-use support::{free_port, require_bin, wait_until, Castgate, Icecast, IcecastOpts, Source};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+use support::{
+    free_port, http_get, require_bin, wait_until, Castgate, Icecast, IcecastOpts, Source,
+};
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -193,4 +200,149 @@ fn https_edges_are_polled_with_the_configured_ca() {
     let e = edge(&untrusted);
     assert_eq!(e["up"], false);
     eprintln!("without the CA: {}", e["last_error"]);
+}
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4) and an empty
+/// SETTINGS frame, which a client sends first.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection to castgate.test on 127.0.0.1:`port`, verified against
+/// `ca`, with HTTP/2 agreed by ALPN; nothing sent yet.
+fn h2_connect(port: u16, ca: &Ca) -> Tls {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = rustls_pki_types::ServerName::try_from("castgate.test").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).expect("TLS handshake");
+    }
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+    tls
+}
+
+/// Reads (and drops) what castgate sends until it closes the connection;
+/// how long that took from `since`. Panics if it is still open after 20 s.
+fn closed_after(tls: &mut Tls, since: Instant) -> Duration {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return since.elapsed(),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("HTTP/2 connection still open {:?} on", since.elapsed())
+            }
+            Err(_) => return since.elapsed(),
+        }
+    }
+}
+
+/// HTTP/2 over TLS: a connection that sends no connection preface, or
+/// sends it a byte every 0.5 s, is closed at `server.request_header_timeout`
+/// (pingora alone waits for the preface forever); one that sends its
+/// preface and then no request is closed at `server.keepalive_timeout`
+/// (pingora alone keeps it forever); requests in between are served.
+#[test]
+fn http2_connections_without_preface_or_requests_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("castgate test CA");
+    leaf(&ca, dir.path(), "site");
+    let ice = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&ice, "/air");
+    let (front, tls_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen:
+  - "127.0.0.1:{front}"
+  - {{ addr: "127.0.0.1:{tls_port}", tls: {{ cert: "{d}/site.pem", key: "{d}/site.key" }} }}
+admin: {{ listen: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+server: {{ request_header_timeout: 2s, keepalive_timeout: 4s }}
+edges:
+  - {{ name: a, kind: icecast, url: "{}" }}
+streams:
+  - {{ name: apple, mount: /air }}
+"#,
+        ice.url(),
+        d = dir.path().display()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    wait_until("HTTP/2 playlist", Duration::from_secs(15), || {
+        curl(tls_port, &ca_file, "/apple.m3u", &[])
+            .1
+            .ends_with("\n2 200")
+    });
+
+    // Silent after the TLS handshake: cut at the head deadline.
+    let opened = Instant::now();
+    let mut silent = h2_connect(tls_port, &ca);
+    let silent_for = closed_after(&mut silent, opened);
+
+    // The preface a byte every 0.5 s (12 s in all): cut at the deadline.
+    let opened = Instant::now();
+    let mut slow = h2_connect(tls_port, &ca);
+    let mut cut_at = None;
+    for byte in &H2_PREFACE_AND_SETTINGS[..24] {
+        if tls_write(&mut slow, &[*byte]).is_err() {
+            cut_at = Some(opened.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    let slow_for = cut_at.unwrap_or_else(|| closed_after(&mut slow, opened));
+
+    // Preface and SETTINGS, then nothing: idle, cut at the keep-alive
+    // timeout (after the server's own SETTINGS and ACK, read and dropped).
+    let mut idle = h2_connect(tls_port, &ca);
+    tls_write(&mut idle, H2_PREFACE_AND_SETTINGS).expect("preface");
+    let sent = Instant::now();
+    let idle_for = closed_after(&mut idle, sent);
+
+    eprintln!("HTTP/2 closed: silent {silent_for:?}, slow preface {slow_for:?}, idle {idle_for:?}");
+    let bound = Duration::from_secs(2);
+    for (what, took) in [("silent", silent_for), ("slow preface", slow_for)] {
+        assert!(
+            took >= bound - Duration::from_millis(300) && took < bound + Duration::from_secs(3),
+            "{what} HTTP/2 connection closed after {took:?}; request_header_timeout is 2 s"
+        );
+    }
+    let keepalive = Duration::from_secs(4);
+    assert!(
+        idle_for >= keepalive - Duration::from_millis(300)
+            && idle_for < keepalive + Duration::from_secs(3),
+        "idle HTTP/2 connection closed after {idle_for:?}; keepalive_timeout is 4 s"
+    );
+    let (_, _, body) = http_get(&format!("{}/metrics", cg.admin_url()));
+    let body = String::from_utf8_lossy(&body);
+    let timeouts: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("castgate_request_header_timeouts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(timeouts >= 2.0, "both preface timeouts counted: {timeouts}");
+    // And HTTP/2 still serves.
+    assert!(curl(tls_port, &ca_file, "/apple.m3u", &[])
+        .1
+        .ends_with("\n2 200"));
+}
+
+/// Writes all of `bytes` through TLS and flushes.
+fn tls_write(tls: &mut Tls, bytes: &[u8]) -> std::io::Result<()> {
+    tls.write_all(bytes)?;
+    tls.flush()
 }

@@ -289,7 +289,9 @@ pub struct ServerConfig {
     pub work_stealing: bool,
     /// How long an idle keep-alive connection to the front door is kept
     /// open for its next request (whole seconds, 1 s to 1 h). Default `60s`;
-    /// pingora's own default keeps idle connections forever.
+    /// pingora's own default keeps idle connections forever. Live for
+    /// HTTP/1; an HTTP/2 connection with no request in flight is closed
+    /// after the value castgate started with (pingora reads it once).
     #[serde(default = "default_keepalive_timeout", with = "duration")]
     pub keepalive_timeout: Duration,
     /// Bound on receiving a whole request head (whole seconds, 1 s to 1 h),
@@ -297,7 +299,8 @@ pub struct ServerConfig {
     /// a request's first byte on a kept-alive connection; a client still
     /// sending its head then (slowloris) is disconnected. Default `10s`
     /// (HAProxy's usual `timeout http-request`); pingora alone bounds each
-    /// read by 60 s but not the whole head. Live.
+    /// read by 60 s but not the whole head. On an HTTP/2 connection it
+    /// bounds the client's connection preface instead. Live.
     #[serde(default = "default_request_header_timeout", with = "duration")]
     pub request_header_timeout: Duration,
     /// Bound on one write to a client (1 s to 1 h): a listener that reads

@@ -50,10 +50,13 @@ const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A pingora [`ServerApp`] that counts the front door's open connections,
 /// refuses those over `server.max_connections` with a `503`, and gives
-/// every HTTP/1 connection a [`HeadDeadline`] of
-/// `server.request_header_timeout`. HTTP/2 connections (TLS with ALPN
-/// `h2`) are counted but not given the deadline: their frames interleave
-/// requests and answers, which the deadline's model does not fit.
+/// every connection a [`HeadDeadline`] of `server.request_header_timeout`:
+/// an HTTP/1 connection for each request head, an HTTP/2 one (TLS with
+/// ALPN `h2`) for its connection preface only. After the preface, HTTP/2
+/// frames interleave requests and answers; pingora's `h2_idle_timeout`
+/// (set from `server.keepalive_timeout` in main.rs) then closes a
+/// connection with no request in flight, which also ends a request whose
+/// HEADERS never complete.
 pub struct Guarded<A> {
     app: Arc<A>,
     state: Arc<State>,
@@ -105,14 +108,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             }
             return None;
         }
+        let timeouts = metrics.request_header_timeouts.clone();
         let stream: Stream = if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            stream
+            Box::new(HeadDeadline::h2_preface(stream, head_timeout, timeouts))
         } else {
-            Box::new(HeadDeadline::new(
-                stream,
-                head_timeout,
-                metrics.request_header_timeouts.clone(),
-            ))
+            Box::new(HeadDeadline::new(stream, head_timeout, timeouts))
         };
         // pingora's HTTP app serves every request of the connection
         // (keep-alive included) and hands nothing back.
@@ -136,14 +136,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 /// back. While a request is open, reads race a timer set to its start plus
 /// the bound. A request body is held to the same bound; the front door
 /// takes none.
+///
+/// On an HTTP/2 connection ([`HeadDeadline::h2_preface`]) the timer runs
+/// from the connection's opening until the client's 24-byte connection
+/// preface (RFC 9113 §3.4) has been read, and is not set again: the server
+/// writes its SETTINGS before it reads anything, and requests interleave.
 #[derive(Debug)]
 pub struct HeadDeadline {
     inner: Stream,
     bound: Duration,
     /// The timer of the open request, `None` while answering.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// HTTP/2: bytes of the connection preface still to read; `None` on an
+    /// HTTP/1 connection.
+    h2_preface_left: Option<usize>,
     timeouts: IntCounter,
 }
+
+/// Length of the HTTP/2 client connection preface,
+/// `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n` (RFC 9113 §3.4).
+const H2_PREFACE_LEN: usize = 24;
 
 impl HeadDeadline {
     /// Wrap `inner`, whose first request is open from now; `timeouts` counts
@@ -153,7 +165,18 @@ impl HeadDeadline {
             inner,
             bound,
             deadline: Some(Box::pin(tokio::time::sleep(bound))),
+            h2_preface_left: None,
             timeouts,
+        }
+    }
+
+    /// Wrap an HTTP/2 connection's `inner`, whose connection preface must
+    /// be read within `bound` from now; `timeouts` counts the connections
+    /// this closes.
+    pub fn h2_preface(inner: Stream, bound: Duration, timeouts: IntCounter) -> HeadDeadline {
+        HeadDeadline {
+            h2_preface_left: Some(H2_PREFACE_LEN),
+            ..HeadDeadline::new(inner, bound, timeouts)
         }
     }
 }
@@ -169,20 +192,46 @@ impl AsyncRead for HeadDeadline {
             if deadline.as_mut().poll(cx).is_ready() {
                 this.deadline = None;
                 this.timeouts.inc();
+                let what = match this.h2_preface_left {
+                    Some(_) => "HTTP/2 connection preface",
+                    None => "request head",
+                };
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("request head not received within {:?}", this.bound),
+                    format!("{what} not received within {:?}", this.bound),
                 )));
             }
         }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.inner).poll_read(cx, buf);
-        let got_bytes = matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before;
-        if this.deadline.is_none() && got_bytes {
-            // The first byte of the next request on this connection.
-            this.deadline = Some(Box::pin(tokio::time::sleep(this.bound)));
+        let got = match read {
+            Poll::Ready(Ok(())) => buf.filled().len().saturating_sub(before),
+            _ => 0,
+        };
+        match this.h2_preface_left.as_mut() {
+            Some(left) => {
+                *left = left.saturating_sub(got);
+                if *left == 0 {
+                    this.deadline = None;
+                }
+            }
+            None if this.deadline.is_none() && got > 0 => {
+                // The first byte of the next request on this connection.
+                this.deadline = Some(Box::pin(tokio::time::sleep(this.bound)));
+            }
+            None => {}
         }
         read
+    }
+}
+
+impl HeadDeadline {
+    /// A write on an HTTP/1 connection: the request is complete. (An
+    /// HTTP/2 server writes its SETTINGS before reading the preface.)
+    fn answering(&mut self) {
+        if self.h2_preface_left.is_none() {
+            self.deadline = None;
+        }
     }
 }
 
@@ -192,8 +241,7 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Answering: the request is complete.
-        self.deadline = None;
+        self.answering();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -202,7 +250,7 @@ impl AsyncWrite for HeadDeadline {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.deadline = None;
+        self.answering();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
