@@ -46,7 +46,8 @@ pub struct Metrics {
     /// and closed because `server.max_connections` were open.
     pub connections_refused: IntCounter,
     /// `castgate_request_header_timeouts_total`: connections closed because
-    /// a request head did not arrive within `server.request_header_timeout`.
+    /// a request head (HTTP/2: the connection preface) did not arrive within
+    /// `server.request_header_timeout`.
     pub request_header_timeouts: IntCounter,
 }
 
@@ -112,7 +113,7 @@ impl Metrics {
         )?;
         let request_header_timeouts = IntCounter::new(
             "castgate_request_header_timeouts_total",
-            "Front-door connections closed because a request head was not received within server.request_header_timeout.",
+            "Front-door connections closed because a request head (HTTP/2: the connection preface) was not received within server.request_header_timeout.",
         )?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
