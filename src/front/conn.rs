@@ -138,7 +138,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 /// takes none.
 ///
 /// On an HTTP/2 connection ([`HeadDeadline::h2_preface`]) the timer runs
-/// from the connection's opening until the client's 24-byte connection
+/// from the end of the TLS handshake until the client's 24-byte connection
 /// preface (RFC 9113 §3.4) has been read, and is not set again: the server
 /// writes its SETTINGS before it reads anything, and requests interleave.
 #[derive(Debug)]
