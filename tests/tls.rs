@@ -339,6 +339,22 @@ streams:
     assert!(curl(tls_port, &ca_file, "/apple.m3u", &[])
         .1
         .ends_with("\n2 200"));
+
+    // A reload that changes keepalive_timeout says HTTP/2 keeps the old one.
+    std::fs::write(
+        cg.config_path(),
+        yaml.replace("keepalive_timeout: 4s", "keepalive_timeout: 5s"),
+    )
+    .unwrap();
+    cg.signal(libc::SIGHUP);
+    wait_until(
+        "a warning that HTTP/2 keeps its keep-alive timeout",
+        Duration::from_secs(5),
+        || {
+            cg.log()
+                .contains("HTTP/2 connections keep the value castgate started with")
+        },
+    );
 }
 
 /// Writes all of `bytes` through TLS and flushes.
