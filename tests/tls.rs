@@ -44,6 +44,50 @@ fn leaf(ca: &Ca, dir: &Path, stem: &str) {
     std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
 }
 
+/// One Icecast origin with a source on `/air`, and castgate with a plain
+/// and a TLS listener (`{dir}/site.pem` and `.key`, see [`leaf`]) serving
+/// it as stream `apple`; `extra` is added to castgate's config as is.
+struct TlsFarm {
+    cg: Castgate,
+    tls_port: u16,
+    /// castgate's config as started.
+    yaml: String,
+    _src: Source,
+    _ice: Icecast,
+}
+
+impl TlsFarm {
+    fn start(dir: &Path, extra: &str) -> TlsFarm {
+        let ice = Icecast::origin(IcecastOpts::default());
+        let src = Source::start(&ice, "/air");
+        let (front, tls_port, admin) = (free_port(), free_port(), free_port());
+        let yaml = format!(
+            r#"
+listen:
+  - "127.0.0.1:{front}"
+  - {{ addr: "127.0.0.1:{tls_port}", tls: {{ cert: "{d}/site.pem", key: "{d}/site.key" }} }}
+admin: {{ listen: "127.0.0.1:{admin}" }}
+reload: {{ watch: false }}
+{extra}
+edges:
+  - {{ name: a, kind: icecast, url: "{}" }}
+streams:
+  - {{ name: apple, mount: /air }}
+"#,
+            ice.url(),
+            d = dir.display()
+        );
+        let cg = Castgate::start(&yaml, front, admin);
+        TlsFarm {
+            cg,
+            tls_port,
+            yaml,
+            _src: src,
+            _ice: ice,
+        }
+    }
+}
+
 /// `curl` over HTTPS to castgate.test (resolved to 127.0.0.1), verifying
 /// with `ca_file`; returns (exit code, "HTTP_VERSION CODE", body).
 fn curl(port: u16, ca_file: &Path, path: &str, extra: &[&str]) -> (i32, String) {
@@ -70,25 +114,8 @@ fn https_front_door_with_http2_and_certificate_reload() {
     std::fs::write(dir.path().join("ca2.pem"), ca2.cert.pem()).unwrap();
     leaf(&ca1, dir.path(), "site");
 
-    let ice = Icecast::origin(IcecastOpts::default());
-    let _src = Source::start(&ice, "/air");
-    let (front, tls_port, admin) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        r#"
-listen:
-  - "127.0.0.1:{front}"
-  - {{ addr: "127.0.0.1:{tls_port}", tls: {{ cert: "{d}/site.pem", key: "{d}/site.key" }} }}
-admin: {{ listen: "127.0.0.1:{admin}" }}
-reload: {{ watch: false }}
-edges:
-  - {{ name: a, kind: icecast, url: "{}" }}
-streams:
-  - {{ name: apple, mount: /air }}
-"#,
-        ice.url(),
-        d = dir.path().display()
-    );
-    let cg = Castgate::start(&yaml, front, admin);
+    let farm = TlsFarm::start(dir.path(), "");
+    let (cg, tls_port) = (&farm.cg, farm.tls_port);
     let ca1_file = dir.path().join("ca1.pem");
     let ca2_file = dir.path().join("ca2.pem");
     wait_until("HTTPS playlist", Duration::from_secs(15), || {
@@ -260,26 +287,11 @@ fn http2_connections_without_preface_or_requests_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let ca = ca("castgate test CA");
     leaf(&ca, dir.path(), "site");
-    let ice = Icecast::origin(IcecastOpts::default());
-    let _src = Source::start(&ice, "/air");
-    let (front, tls_port, admin) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        r#"
-listen:
-  - "127.0.0.1:{front}"
-  - {{ addr: "127.0.0.1:{tls_port}", tls: {{ cert: "{d}/site.pem", key: "{d}/site.key" }} }}
-admin: {{ listen: "127.0.0.1:{admin}" }}
-reload: {{ watch: false }}
-server: {{ request_header_timeout: 2s, keepalive_timeout: 4s }}
-edges:
-  - {{ name: a, kind: icecast, url: "{}" }}
-streams:
-  - {{ name: apple, mount: /air }}
-"#,
-        ice.url(),
-        d = dir.path().display()
+    let farm = TlsFarm::start(
+        dir.path(),
+        "server: { request_header_timeout: 2s, keepalive_timeout: 4s }",
     );
-    let cg = Castgate::start(&yaml, front, admin);
+    let (cg, tls_port) = (&farm.cg, farm.tls_port);
     std::fs::write(dir.path().join("ca.pem"), ca.cert.pem()).unwrap();
     let ca_file = dir.path().join("ca.pem");
     wait_until("HTTP/2 playlist", Duration::from_secs(15), || {
@@ -343,7 +355,8 @@ streams:
     // A reload that changes keepalive_timeout says HTTP/2 keeps the old one.
     std::fs::write(
         cg.config_path(),
-        yaml.replace("keepalive_timeout: 4s", "keepalive_timeout: 5s"),
+        farm.yaml
+            .replace("keepalive_timeout: 4s", "keepalive_timeout: 5s"),
     )
     .unwrap();
     cg.signal(libc::SIGHUP);
