@@ -179,6 +179,14 @@ impl HeadDeadline {
             ..HeadDeadline::new(inner, bound, timeouts)
         }
     }
+
+    /// A write on an HTTP/1 connection: the request is complete. (An
+    /// HTTP/2 server writes its SETTINGS before reading the preface.)
+    fn answering(&mut self) {
+        if self.h2_preface_left.is_none() {
+            self.deadline = None;
+        }
+    }
 }
 
 impl AsyncRead for HeadDeadline {
@@ -222,16 +230,6 @@ impl AsyncRead for HeadDeadline {
             None => {}
         }
         read
-    }
-}
-
-impl HeadDeadline {
-    /// A write on an HTTP/1 connection: the request is complete. (An
-    /// HTTP/2 server writes its SETTINGS before reading the preface.)
-    fn answering(&mut self) {
-        if self.h2_preface_left.is_none() {
-            self.deadline = None;
-        }
     }
 }
 
