@@ -13,6 +13,7 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod front;
+pub mod logs;
 pub mod metrics;
 pub mod poll;
 pub mod reload;

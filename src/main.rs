@@ -114,7 +114,12 @@ fn main() -> ExitCode {
             upgrade,
             daemon,
         } => {
-            init_logs(log_format);
+            let format = match log_format {
+                LogFormat::Text => castgate::logs::Format::Text,
+                LogFormat::Json => castgate::logs::Format::Json,
+            };
+            // Flushes the last lines when `run` returns with an error.
+            let _logs = castgate::logs::init(format, !daemon);
             let text = match std::fs::read_to_string(&config) {
                 Ok(t) => t,
                 Err(e) => {
@@ -205,21 +210,6 @@ fn raise_open_file_limit(max_connections: usize) {
             needed,
             "server.max_connections proxied listeners need more open files than the limit allows; raise LimitNOFILE (systemd) or ulimit -n, or lower server.max_connections"
         );
-    }
-}
-
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -129,6 +129,7 @@ impl Metrics {
         registry.register(Box::new(poll_duration.clone()))?;
         registry.register(Box::new(poll_errors.clone()))?;
         registry.register(Box::new(FarmCollector::new(snapshot)?))?;
+        registry.register(Box::new(LogDrops::new()?))?;
         Ok(Metrics {
             registry,
             requests,
@@ -153,6 +154,44 @@ impl Metrics {
 }
 
 /// Builds the farm gauges from the snapshot at each scrape.
+/// `castgate_log_lines_dropped_total`: log lines (access log included)
+/// dropped because the writer's queue was full ([`crate::logs`]), read at
+/// scrape time.
+struct LogDrops {
+    desc: Vec<Desc>,
+}
+
+impl LogDrops {
+    fn counter() -> prometheus::Result<IntCounter> {
+        IntCounter::new(
+            "castgate_log_lines_dropped_total",
+            "Log lines (access log included) dropped because stderr could not keep up with the log queue.",
+        )
+    }
+
+    fn new() -> prometheus::Result<Self> {
+        Ok(LogDrops {
+            desc: Self::counter()?.desc().into_iter().cloned().collect(),
+        })
+    }
+}
+
+impl Collector for LogDrops {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        match Self::counter() {
+            Ok(c) => {
+                c.inc_by(crate::logs::dropped_lines());
+                c.collect()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 struct FarmCollector {
     snapshot: Arc<ArcSwap<Snapshot>>,
     descs: Vec<Desc>,

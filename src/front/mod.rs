@@ -1,22 +1,35 @@
-//! The front door: a pingora [`ProxyHttp`] that answers every request in
-//! `request_filter` from the current snapshot, without touching the network.
+//! The front door: a pingora [`ProxyHttp`] that decides every request in
+//! `request_filter` from one snapshot and carries that snapshot to the
+//! request's last phase (retries load a fresh one and name the edge they
+//! chose), so a reload or an admin change in between never redirects,
+//! miscounts or panics a request decided before it.
 //!
-//! Routes (GET or HEAD; other methods get 405):
+//! Routes (GET or HEAD; OPTIONS answers CORS preflights; other methods get
+//! 405):
 //! - `/{stream}.m3u`, `.pls`, `.xspf` → 200, a one-entry playlist pointing
-//!   at the chosen edge's `public_url` + mount;
-//! - `/{stream}` → 302 to that URL, the request's query string kept;
+//!   at the chosen edge's `public_url` + mount (castgate's own URL in proxy
+//!   mode);
+//! - `/{stream}` → 302 to that URL, the request's query string kept; in
+//!   proxy mode the edge's body, relayed by castgate ([`relay`]) with the
+//!   edge's framing and ICY headers;
+//! - `/{stream}.m3u8` and the session routes of HLS streams: a 302 to the
+//!   edge, a playlist fetched from the edge and rewritten (rewrite mode,
+//!   [`hls`]), or the edge's answer through pingora-proxy (proxy mode);
 //! - no eligible edge → 503 with `Retry-After` and a one-line reason;
 //! - anything else → 404.
 //!
-//! Every answer carries `Cache-Control: no-store` (a cached playlist would
-//! pin listeners to one edge) and a `Content-Length`, and is written with
-//! `write_response_header`/`write_response_body` so the client's keep-alive
-//! connection stays open (pingora's error helpers close it).
+//! Playlists, redirects, rewritten playlists and errors touch no edge but
+//! the one fetched from (rewrite mode); they carry `Cache-Control:
+//! no-store` (a cached playlist would pin listeners to one edge) and a
+//! `Content-Length`, and are written with
+//! `write_response_header`/`write_response_body` so the client's
+//! keep-alive connection stays open (pingora's error helpers close it).
 
 pub mod conn;
 pub mod cors;
 pub mod hls;
 pub mod playlist;
+pub mod relay;
 
 use crate::balance::sessions::Seen;
 use crate::balance::{NoEdge, Snapshot};
@@ -37,12 +50,6 @@ use std::time::{Duration, Instant, SystemTime};
 /// for an LL-HLS blocking reload (`_HLS_msn`), which an edge may hold for
 /// up to three part target durations.
 pub const PLAYLIST_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Bound on connecting to an edge in proxy mode. Long enough to ride out
-/// one lost SYN (Linux retransmits after 1 s, then 3 s): Icecast listens
-/// with a backlog of 5, so a burst of new listeners overflows it and some
-/// connects only succeed on a retransmission.
-pub const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// In debug builds, a request for this path panics in the handler (tests
 /// of the panic guard in `request_filter`).
@@ -625,18 +632,47 @@ fn retry_after(snap: &Snapshot, why: NoEdge) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// A proxied request and the snapshot it was decided on: `job`'s stream
+/// and edge are positions in `snap`, valid for as long as the request
+/// carries both. A retry replaces both at once.
+#[derive(Debug)]
+struct Carried {
+    snap: Arc<Snapshot>,
+    job: ProxyJob,
+}
+
+impl Carried {
+    /// The job's edge in its own snapshot.
+    fn edge(&self) -> Option<&crate::config::Edge> {
+        self.snap.config.edges.get(self.job.edge)
+    }
+
+    /// The job's stream name.
+    fn stream_name(&self) -> &str {
+        self.snap
+            .streams
+            .get(self.job.stream)
+            .map_or("-", |s| &*s.name)
+    }
+
+    /// The job's edge name.
+    fn edge_name(&self) -> &str {
+        self.snap.edges.get(self.job.edge).map_or("-", |e| &*e.name)
+    }
+}
+
 /// Per-request state of the front door.
 #[derive(Debug, Default)]
 pub struct Ctx {
-    proxy: Option<ProxyJob>,
+    proxy: Option<Carried>,
     cors: CorsHeaders,
     /// When the request started, for the access log.
     started: Option<Instant>,
     /// What the access log says of the request.
     access: Option<AccessInfo>,
-    /// Edges that failed this request before answering (proxy mode), not
-    /// to be tried again for it.
-    refused_by: Vec<usize>,
+    /// Edges (by name) that failed this request before answering (proxy
+    /// mode), not to be tried again for it.
+    refused_by: Vec<Arc<str>>,
 }
 
 /// Access-log fields decided while answering: stream, format, edge.
@@ -646,6 +682,8 @@ type AccessInfo = (Option<Arc<str>>, &'static str, Option<Arc<str>>);
 pub struct FrontDoor {
     state: Arc<State>,
     client: reqwest::Client,
+    /// Edge connections for relayed streams ([`relay`]).
+    connector: pingora::connectors::TransportConnector,
 }
 
 impl FrontDoor {
@@ -661,7 +699,11 @@ impl FrontDoor {
             .connect_timeout(Duration::from_secs(2))
             .timeout(PLAYLIST_FETCH_TIMEOUT)
             .build()?;
-        Ok(FrontDoor { state, client })
+        Ok(FrontDoor {
+            state,
+            client,
+            connector: pingora::connectors::TransportConnector::new(None),
+        })
     }
 
     fn count(
@@ -673,7 +715,9 @@ impl FrontDoor {
         edge: Option<usize>,
     ) {
         let m = &self.state.metrics;
-        let stream_name = stream.map_or("-", |s| snap.config.streams[s].name.as_str());
+        let stream_name = stream
+            .and_then(|s| snap.streams.get(s))
+            .map_or("-", |s| &*s.name);
         let code = match status {
             200 => "200",
             204 => "204",
@@ -690,9 +734,9 @@ impl FrontDoor {
         m.requests
             .with_label_values(&[stream_name, format, code])
             .inc();
-        if let Some(e) = edge {
+        if let Some(e) = edge.and_then(|e| snap.edges.get(e)) {
             m.assignments
-                .with_label_values(&[stream_name, &snap.config.edges[e].name])
+                .with_label_values(&[stream_name, &e.name])
                 .inc();
         }
     }
@@ -764,25 +808,32 @@ impl FrontDoor {
             Action::Answer(a) => a,
             Action::Rewrite(job) => self.rewrite(&snap, &job).await,
             Action::Proxy(job) => {
+                let relayed = job.session.is_none();
+                let carried = Carried {
+                    snap: snap.clone(),
+                    job,
+                };
                 // A long-lived stream is logged when it ends; count the new
                 // listener now.
-                if job.assigned {
+                if carried.job.assigned {
                     let m = &self.state.metrics;
                     m.assignments
-                        .with_label_values(&[
-                            snap.config.streams[job.stream].name.as_str(),
-                            snap.config.edges[job.edge].name.as_str(),
-                        ])
+                        .with_label_values(&[carried.stream_name(), carried.edge_name()])
                         .inc();
                 }
                 if snap.config.access_log {
                     ctx.access = Some((
-                        Some(snap.streams[job.stream].name.clone()),
-                        job.format,
-                        Some(snap.edges[job.edge].name.clone()),
+                        Some(Arc::from(carried.stream_name())),
+                        carried.job.format,
+                        Some(Arc::from(carried.edge_name())),
                     ));
                 }
-                ctx.proxy = Some(job);
+                ctx.proxy = Some(carried);
+                if relayed {
+                    // An Icecast mount: castgate's own relay carries it.
+                    self.relay(session, ctx).await?;
+                    return Ok(true);
+                }
                 return Ok(false);
             }
         };
@@ -795,63 +846,133 @@ impl FrontDoor {
         );
         if snap.config.access_log {
             ctx.access = Some((
-                answer.stream.map(|s| snap.streams[s].name.clone()),
+                answer
+                    .stream
+                    .and_then(|s| snap.streams.get(s))
+                    .map(|s| s.name.clone()),
                 answer.format,
                 answer
                     .edge
                     .or(answer.asked)
-                    .map(|e| snap.edges[e].name.clone()),
+                    .and_then(|e| snap.edges.get(e))
+                    .map(|e| e.name.clone()),
             ));
         }
         write(session, &answer, own_cors, is_head).await?;
         Ok(true)
     }
 
-    /// Fetch a playlist from the job's edge and rewrite it.
     /// A proxied request's edge failed it before answering (refused the
-    /// connection, or closed it unanswered): pick another eligible edge,
-    /// each edge once per request, and mark `e` for pingora to retry there;
-    /// an HLS session moves with a new cookie. With no other edge, `e`
-    /// stands (the listener gets a 502).
-    fn retry_elsewhere(&self, session: &Session, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
-        let Some(job) = ctx.proxy.as_mut() else {
-            return e;
+    /// connection, or closed it unanswered): choose another eligible edge
+    /// from the current snapshot, each edge once per request, and carry
+    /// the request there (with that snapshot); an HLS session moves with a
+    /// new cookie. False when no other edge is eligible (or the stream is
+    /// gone from the config): the listener gets a 502.
+    fn next_edge(&self, ctx: &mut Ctx, query: Option<&str>, why: &dyn std::fmt::Display) -> bool {
+        let Some(carried) = ctx.proxy.as_mut() else {
+            return false;
         };
-        let snap = self.state.snapshot.load();
-        ctx.refused_by.push(job.edge);
+        let failed: Arc<str> = Arc::from(carried.edge_name());
+        ctx.refused_by.push(failed.clone());
+        let snap = self.state.snapshot.load_full();
+        let Some(stream) = snap.stream(carried.stream_name()) else {
+            return false;
+        };
+        let avoid: Vec<usize> = ctx
+            .refused_by
+            .iter()
+            .filter_map(|name| snap.edge_named(name))
+            .collect();
+        let job = &mut carried.job;
         let next = match job.session {
-            Some(id) => snap.choose_for_session_avoiding(job.stream, id, &ctx.refused_by),
-            None => snap.choose_avoiding(job.stream, &ctx.refused_by),
+            Some(id) => snap.choose_for_session_avoiding(stream, id, &avoid),
+            None => snap.choose_avoiding(stream, &avoid),
         };
         let Ok(choice) = next else {
-            e.set_retry(false);
-            return e;
+            return false;
         };
-        let conf = &snap.config.streams[job.stream];
-        let to = &snap.config.edges[choice.edge].name;
+        let Some(conf) = snap.config.streams.get(stream) else {
+            return false;
+        };
+        let to = snap.edges.get(choice.edge).map_or("-", |e| &*e.name);
         tracing::warn!(
             stream = %conf.name,
-            edge = %snap.config.edges[job.edge].name,
+            edge = %failed,
             to = %to,
-            error = %e,
+            error = %why,
             "edge failed a proxied request before answering: trying another"
         );
         match job.session {
-            None => {
-                job.path_and_query =
-                    with_query(choice.mount.to_string(), session.req_header().uri.query());
-            }
+            None => job.path_and_query = with_query(choice.mount.to_string(), query),
             Some(id) => {
                 let (token, _) = self.state.sticky.reissue(id, to, SystemTime::now());
                 job.set_cookie = Some(session_cookie(&conf.name, &token, self.state.sticky.ttl()));
             }
         }
-        job.edge = choice.edge;
         if let Some(access) = ctx.access.as_mut() {
-            access.2 = Some(snap.edges[choice.edge].name.clone());
+            access.2 = Some(Arc::from(to));
         }
-        e.set_retry(true);
+        job.stream = stream;
+        job.edge = choice.edge;
+        carried.snap = snap;
+        true
+    }
+
+    /// [`FrontDoor::next_edge`] for pingora-proxy's retry hooks: `e` is
+    /// marked for a retry when another edge was chosen.
+    fn retry_elsewhere(&self, session: &Session, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        let retry = self.next_edge(ctx, session.req_header().uri.query(), &e);
+        e.set_retry(retry);
         e
+    }
+
+    /// Carry `ctx.proxy`'s stream with castgate's [`relay`]: connect to its
+    /// edge (another eligible edge, each once, while edges fail before
+    /// answering), then relay the edge's head and body to the listener.
+    /// With no edge left, the listener gets a 502.
+    async fn relay(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let req = session.req_header();
+        let method = if req.method == Method::HEAD {
+            "HEAD"
+        } else {
+            "GET"
+        };
+        let query = req.uri.query().map(str::to_string);
+        let headers = req.headers.clone();
+        let opened = loop {
+            let Some(target) = ctx
+                .proxy
+                .as_ref()
+                .and_then(|c| Some(relay::Target::new(c.edge()?, &c.job.path_and_query)))
+            else {
+                return Error::e_explain(ErrorType::InternalError, "no edge chosen");
+            };
+            match relay::open(&self.connector, &target, method, &headers).await {
+                Ok(opened) => break Some(opened),
+                Err(why) => {
+                    if !self.next_edge(ctx, query.as_deref(), &why) {
+                        tracing::warn!(edge = %target.edge, error = %why, "edge failed a relayed stream before answering; no other edge");
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some((head, edge)) = opened else {
+            let name = ctx.proxy.as_ref().map_or("-", |c| c.stream_name());
+            let a = Answer::text(502, format!("502 {name}: no edge answered\n"));
+            session.set_keepalive(None);
+            write(session, &a, &ctx.cors, method == "HEAD").await?;
+            return Ok(());
+        };
+        let cors: Vec<(&'static str, &str)> = ctx.cors.pairs().collect();
+        match relay::carry(session, &head, &cors, edge, method == "HEAD").await? {
+            relay::End::Edge | relay::End::Listener(_) => {}
+            relay::End::EdgeError(e) => {
+                let edge = ctx.proxy.as_ref().map_or("-", |c| c.edge_name());
+                tracing::info!(edge = %edge, error = %e, "relayed stream ended by its edge");
+            }
+        }
+        Ok(())
     }
 
     /// A `302` that moves `job`'s session off its edge, which could not be
@@ -1050,18 +1171,15 @@ impl ProxyHttp for FrontDoor {
         let Some(job) = &ctx.proxy else {
             return Error::e_explain(ErrorType::InternalError, "no edge chosen for this request");
         };
-        let snap = self.state.snapshot.load();
-        let edge = &snap.config.edges[job.edge];
-        let host = edge.url.host_str().unwrap_or("127.0.0.1");
-        let port = edge.url.port_or_known_default().unwrap_or(80);
-        let tls = edge.url.scheme() == "https";
-        let addr = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
+        let Some(edge) = job.edge() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "the chosen edge is not in its snapshot",
+            );
         };
-        let mut peer = HttpPeer::new(addr.as_str(), tls, host.to_string());
-        peer.options.connection_timeout = Some(PROXY_CONNECT_TIMEOUT);
+        let target = relay::Target::new(edge, &job.job.path_and_query);
+        let mut peer = HttpPeer::new(target.addr.as_str(), target.tls, target.host);
+        peer.options.connection_timeout = Some(relay::EDGE_CONNECT_TIMEOUT);
         Ok(Box::new(peer))
     }
 
@@ -1117,18 +1235,19 @@ impl ProxyHttp for FrontDoor {
         let Some(job) = &ctx.proxy else {
             return Ok(());
         };
-        let snap = self.state.snapshot.load();
-        let edge = &snap.config.edges[job.edge];
-        let base = edge.url.path().trim_end_matches('/');
-        let uri: http::Uri = format!("{base}{}", job.path_and_query)
+        let Some(edge) = job.edge() else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "the chosen edge is not in its snapshot",
+            );
+        };
+        let target = relay::Target::new(edge, &job.job.path_and_query);
+        let uri: http::Uri = target
+            .path
             .parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "edge path", e))?;
         upstream.set_uri(uri);
-        let host = match edge.url.port() {
-            Some(p) => format!("{}:{p}", edge.url.host_str().unwrap_or("")),
-            None => edge.url.host_str().unwrap_or("").to_string(),
-        };
-        upstream.insert_header(http::header::HOST, host)?;
+        upstream.insert_header(http::header::HOST, target.host_header)?;
         // castgate's session cookie is ours, not the edge's.
         upstream.remove_header(&http::header::COOKIE);
         Ok(())
@@ -1140,8 +1259,8 @@ impl ProxyHttp for FrontDoor {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(job) = &ctx.proxy {
-            if let Some(c) = &job.set_cookie {
+        if let Some(carried) = &ctx.proxy {
+            if let Some(c) = &carried.job.set_cookie {
                 resp.append_header(http::header::SET_COOKIE, c.as_str())?;
             }
         }
@@ -1155,12 +1274,18 @@ impl ProxyHttp for FrontDoor {
         let status = session
             .response_written()
             .map_or(502, |r| r.status.as_u16());
-        let snap = self.state.snapshot.load();
-        if let Some(job) = &ctx.proxy {
-            // The assignment was counted when the request was decided.
-            self.count(&snap, Some(job.stream), job.format, status, None);
+        if let Some(carried) = &ctx.proxy {
+            // The assignment was counted when the request was decided; the
+            // request is counted in the snapshot that carried it last.
+            self.count(
+                &carried.snap,
+                Some(carried.job.stream),
+                carried.job.format,
+                status,
+                None,
+            );
         }
-        if snap.config.access_log {
+        if self.state.snapshot.load().config.access_log {
             let (stream, format, edge) = ctx.access.clone().unwrap_or((None, "-", None));
             let micros = ctx.started.map_or(0, |t| t.elapsed().as_micros() as u64);
             let client = session

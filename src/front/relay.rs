@@ -1,0 +1,538 @@
+//! castgate's own relay for long-lived proxied bodies: an Icecast mount in
+//! `mode: proxy` is carried from the edge to the listener here, not through
+//! pingora-proxy's generic path.
+//!
+//! Why: pingora-proxy 0.9.1 reads a proxied body through a 64 KiB reader per
+//! listener (`v1/body.rs`'s `BODY_BUFFER_SIZE`), copies each chunk
+//! (`Bytes::copy_from_slice`) and passes it over two channels between the
+//! upstream and downstream tasks (`proxy_h1.rs`); and it re-frames a
+//! close-delimited edge body as `Transfer-Encoding: chunked` for an HTTP/1.1
+//! listener, which streamripper and many embedded radios cannot decode.
+//!
+//! The relay has two halves that are separate, replaceable values:
+//! - [`EdgeHalf`]: one connection to an edge from pingora's
+//!   [`TransportConnector`], asked with `HTTP/1.0` so the edge cannot
+//!   answer chunked (RFC 9112 §6.1: chunked is never sent to an HTTP/1.0
+//!   client); the edge frames its body by `Content-Length` or by closing,
+//!   and the relay keeps that framing;
+//! - the listener half: the pingora [`Session`], written with
+//!   `write_response_header`/`write_response_body`, so an HTTP/1.0 or 1.1
+//!   listener gets the body close-delimited (`Connection: close`) as the
+//!   edge sent it and an HTTP/2 listener gets DATA frames.
+//!
+//! Between them one buffer of [`RELAY_BUFFER`] bytes per listener, reused
+//! for every read: each read's bytes go to the listener as a [`Bytes`] view
+//! of that buffer (no copy), and the buffer's memory is taken back once the
+//! write is done. The listener's write timeout (`server.write_timeout`) and
+//! send buffer (`server.send_buffer`) apply as on every other answer.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use pingora::connectors::TransportConnector;
+use pingora::http::ResponseHeader;
+use pingora::prelude::{HttpPeer, Session};
+use pingora::protocols::Stream;
+use std::fmt;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Edge;
+
+/// Bytes read from an edge at once, and so the relay's memory per
+/// listener. A 128 kbit/s mount delivers 16 KB/s; Icecast writes it in
+/// blocks of its `burst`/queue size (4 KiB by default), so 16 KiB holds
+/// several blocks and a reader woken late still drains the socket in one
+/// read. Measured with scripts/bench's proxy section (README
+/// "Performance").
+pub const RELAY_BUFFER: usize = 16 * 1024;
+
+/// Largest response head accepted from an edge, bytes.
+pub const MAX_EDGE_HEAD: usize = 16 * 1024;
+
+/// Most header lines accepted in an edge's response head.
+const MAX_EDGE_HEADERS: usize = 64;
+
+/// Bound on connecting to an edge. Long enough to ride out one lost SYN
+/// (Linux retransmits after 1 s, then 3 s): Icecast listens with a backlog
+/// of 5, so a burst of new listeners overflows it and some connects only
+/// succeed on a retransmission.
+pub const EDGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bound on the edge's response head once the request is sent.
+pub const EDGE_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An edge that sends nothing for this long has stopped carrying the
+/// stream: the listener's response ends, and the player's reconnect comes
+/// back to castgate, which sends it to a live edge. (A live Icecast mount
+/// sends several blocks a second; a mount whose source left is closed or
+/// moved to its fallback by Icecast itself.)
+pub const EDGE_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where one relayed request goes: resolved from one snapshot's edge, and
+/// owned, so that a later snapshot cannot change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The edge's name (logs and errors).
+    pub edge: String,
+    /// `host:port` to connect to (`[v6]:port` for an IPv6 literal).
+    pub addr: String,
+    /// Whether to speak TLS to the edge (an `https` edge URL).
+    pub tls: bool,
+    /// TLS server name, and the `Host` header's host.
+    pub host: String,
+    /// The `Host` header: host, and the port when the URL names one.
+    pub host_header: String,
+    /// Request target on the edge: the edge URL's path without its
+    /// trailing `/`, then the mount and query.
+    pub path: String,
+}
+
+impl Target {
+    /// The target for `path_and_query` (starting with `/`) on `edge`.
+    pub fn new(edge: &Edge, path_and_query: &str) -> Target {
+        let host = edge.url.host_str().unwrap_or("127.0.0.1").to_string();
+        let port = edge.url.port_or_known_default().unwrap_or(80);
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let host_header = match edge.url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        Target {
+            edge: edge.name.clone(),
+            addr,
+            tls: edge.url.scheme() == "https",
+            host,
+            host_header,
+            path: format!("{}{path_and_query}", edge.url.path().trim_end_matches('/')),
+        }
+    }
+}
+
+/// Why an edge did not give a response head. Every variant means nothing
+/// reached the listener yet, so the request may go to another edge.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The TCP or TLS connection failed.
+    #[error("connecting failed: {0}")]
+    Connect(String),
+    /// Writing the request failed.
+    #[error("sending the request failed: {0}")]
+    Send(std::io::Error),
+    /// The edge closed the connection before a complete head.
+    #[error("closed the connection before answering")]
+    Closed,
+    /// No complete head within [`EDGE_HEAD_TIMEOUT`].
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Reading failed.
+    #[error("reading the answer failed: {0}")]
+    Read(std::io::Error),
+    /// The head is not HTTP/1.x (or SHOUTcast's `ICY`), or too large.
+    #[error("bad response head: {0}")]
+    BadHead(String),
+}
+
+/// The edge's response head, as the listener will get it.
+#[derive(Debug, Clone)]
+pub struct EdgeHead {
+    /// Status code.
+    pub status: u16,
+    /// End-to-end header lines in the edge's order and spelling (hop-by-hop
+    /// lines removed: RFC 9110 §7.6.1).
+    pub headers: Vec<(String, HeaderValue)>,
+    /// `Content-Length`, when the edge framed the body by length; `None`
+    /// for a body that ends when the edge closes (an Icecast mount).
+    pub length: Option<u64>,
+}
+
+/// Request headers not passed to the edge: hop-by-hop ones (RFC 9110
+/// §7.6.1), those castgate sets itself, and castgate's session cookie.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "cookie",
+];
+
+/// Response headers not passed to the listener: hop-by-hop ones; the
+/// listener's connection framing is pingora's to write.
+const NOT_RELAYED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The edge side of one relayed stream: its connection, and what is left
+/// of a body framed by length.
+pub struct EdgeHalf {
+    stream: Stream,
+    /// Body bytes read with the head.
+    early: Option<Bytes>,
+    /// Bytes still to come of a body framed by `Content-Length`.
+    remaining: Option<u64>,
+}
+
+impl fmt::Debug for EdgeHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdgeHalf")
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Ask `target` for `method` (GET or HEAD) with the listener's end-to-end
+/// `headers` (`Icy-MetaData`, `User-Agent`, `Range`, …) and read the
+/// response head. Returns the head and the edge half positioned at the
+/// first body byte.
+///
+/// # Errors
+/// [`OpenError`]: nothing has reached the listener.
+pub async fn open(
+    connector: &TransportConnector,
+    target: &Target,
+    method: &str,
+    headers: &http::HeaderMap,
+) -> Result<(EdgeHead, EdgeHalf), OpenError> {
+    let mut peer = HttpPeer::new(target.addr.as_str(), target.tls, target.host.clone());
+    peer.options.connection_timeout = Some(EDGE_CONNECT_TIMEOUT);
+    let mut stream = connector
+        .new_stream(&peer)
+        .await
+        .map_err(|e| OpenError::Connect(e.to_string()))?;
+    let request = request_head(target, method, headers);
+    let sent = async {
+        stream.write_all(&request).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(EDGE_HEAD_TIMEOUT, sent).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(OpenError::Send(e)),
+        Err(_) => return Err(OpenError::Timeout(EDGE_HEAD_TIMEOUT)),
+    }
+    let mut buf = BytesMut::with_capacity(4096);
+    let read_head = async {
+        loop {
+            if buf.len() >= MAX_EDGE_HEAD {
+                return Err(OpenError::BadHead(format!(
+                    "larger than {MAX_EDGE_HEAD} bytes"
+                )));
+            }
+            buf.reserve(4096);
+            let n = stream.read_buf(&mut buf).await.map_err(OpenError::Read)?;
+            if n == 0 {
+                return Err(OpenError::Closed);
+            }
+            if let Some(parsed) = parse_head(&buf)? {
+                return Ok(parsed);
+            }
+        }
+    };
+    let (head, used) = match tokio::time::timeout(EDGE_HEAD_TIMEOUT, read_head).await {
+        Ok(r) => r?,
+        Err(_) => return Err(OpenError::Timeout(EDGE_HEAD_TIMEOUT)),
+    };
+    let rest = buf.split_off(used).freeze();
+    let early = (!rest.is_empty()).then_some(rest);
+    let remaining = if method == "HEAD" || matches!(head.status, 204 | 304) {
+        Some(0)
+    } else {
+        head.length
+    };
+    let mut half = EdgeHalf {
+        stream,
+        early,
+        remaining,
+    };
+    if let (Some(left), Some(early)) = (half.remaining, half.early.as_mut()) {
+        // Never relay more than the edge announced.
+        let take = early.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        early.truncate(take);
+    }
+    Ok((head, half))
+}
+
+/// `METHOD path HTTP/1.0` with `Host`, the forwarded headers and
+/// `Connection: close`.
+fn request_head(target: &Target, method: &str, headers: &http::HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.0\r\nHost: ");
+    out.extend_from_slice(target.host_header.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named_by_connection: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if NOT_FORWARDED.contains(&n) || named_by_connection.iter().any(|c| c == n) {
+            continue;
+        }
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out
+}
+
+/// Parse a response head from the start of `buf`: `Ok(None)` while it is
+/// incomplete, else the head and its length in bytes. SHOUTcast 1's
+/// status line `ICY 200 OK` is read as `HTTP/1.0 200 OK`.
+///
+/// # Errors
+/// [`OpenError::BadHead`] for anything httparse refuses, or a bad
+/// `Content-Length`.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(EdgeHead, usize)>, OpenError> {
+    let icy = buf.starts_with(b"ICY ");
+    let translated;
+    let (text, shift) = if icy {
+        // "ICY " (4 bytes) becomes "HTTP/1.0 " (9 bytes).
+        translated = [b"HTTP/1.0 ".as_slice(), &buf[4..]].concat();
+        (translated.as_slice(), 5)
+    } else {
+        (buf, 0)
+    };
+    let mut lines = [httparse::EMPTY_HEADER; MAX_EDGE_HEADERS];
+    let mut resp = httparse::Response::new(&mut lines);
+    let used = match resp.parse(text) {
+        Ok(httparse::Status::Complete(n)) => n - shift,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(OpenError::BadHead(e.to_string())),
+    };
+    let status = resp
+        .code
+        .ok_or_else(|| OpenError::BadHead("no status".into()))?;
+    let mut headers = Vec::with_capacity(resp.headers.len());
+    let mut length = None;
+    for h in resp.headers.iter() {
+        let lower = h.name.to_ascii_lowercase();
+        if lower == "content-length" {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| OpenError::BadHead("bad Content-Length".into()))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(OpenError::BadHead("conflicting Content-Length".into()));
+            }
+            length = Some(n);
+        }
+        if lower == "transfer-encoding" {
+            // An HTTP/1.0 request must not get one (RFC 9112 §6.1).
+            return Err(OpenError::BadHead(
+                "Transfer-Encoding in an answer to HTTP/1.0".into(),
+            ));
+        }
+        if NOT_RELAYED.contains(&lower.as_str()) {
+            continue;
+        }
+        HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| OpenError::BadHead(format!("bad header name {:?}", h.name)))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| OpenError::BadHead(format!("bad value of {}", h.name)))?;
+        headers.push((h.name.to_string(), value));
+    }
+    Ok(Some((
+        EdgeHead {
+            status,
+            headers,
+            length,
+        },
+        used,
+    )))
+}
+
+impl EdgeHalf {
+    /// The next body bytes into `buf` (cleared and reused): `Ok(None)` at
+    /// the body's end (the edge closed a close-delimited body, or a
+    /// length-framed body is complete).
+    ///
+    /// # Errors
+    /// A read error, an edge silent for [`EDGE_SILENCE_TIMEOUT`], or a
+    /// length-framed body cut short.
+    pub async fn next(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Bytes>> {
+        if let Some(early) = self.early.take() {
+            self.consumed(early.len());
+            return Ok(Some(early));
+        }
+        if self.remaining == Some(0) {
+            return Ok(None);
+        }
+        // Takes back the memory of the previous chunk once the listener's
+        // write has dropped it; allocates anew only if it is still held
+        // (an HTTP/2 listener's send queue).
+        buf.clear();
+        buf.reserve(RELAY_BUFFER);
+        let read = tokio::time::timeout(EDGE_SILENCE_TIMEOUT, self.stream.read_buf(buf));
+        let n = match read.await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the edge sent nothing for {EDGE_SILENCE_TIMEOUT:?}"),
+                ))
+            }
+        };
+        if n == 0 {
+            return match self.remaining {
+                None => Ok(None),
+                Some(left) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the edge closed with {left} bytes of its body missing"),
+                )),
+            };
+        }
+        if let Some(left) = self.remaining {
+            buf.truncate(n.min(usize::try_from(left).unwrap_or(usize::MAX)));
+        }
+        let chunk = buf.split().freeze();
+        self.consumed(chunk.len());
+        Ok(Some(chunk))
+    }
+
+    fn consumed(&mut self, n: usize) {
+        if let Some(left) = self.remaining.as_mut() {
+            *left = left.saturating_sub(n as u64);
+        }
+    }
+}
+
+/// How a relayed body ended.
+#[derive(Debug)]
+pub enum End {
+    /// The edge ended it (closed, or its length was reached).
+    Edge,
+    /// The edge failed mid-body.
+    EdgeError(std::io::Error),
+    /// The listener left or stopped reading (its write failed or timed out).
+    Listener(String),
+}
+
+/// Write `head` to the listener with `extra` header lines (CORS), then the
+/// body from `edge` until one side ends. `is_head`: a HEAD request, answered
+/// with the head alone. An HTTP/1 listener's connection closes after the
+/// body (`Connection: close`), as the edge's did.
+///
+/// # Errors
+/// Only when the head cannot be built or written (the listener left
+/// before it); body failures are reported as [`End`].
+pub async fn carry(
+    session: &mut Session,
+    head: &EdgeHead,
+    extra: &[(&'static str, &str)],
+    mut edge: EdgeHalf,
+    is_head: bool,
+) -> pingora::Result<End> {
+    let mut resp = ResponseHeader::build(head.status, Some(head.headers.len() + extra.len() + 2))?;
+    for (name, value) in &head.headers {
+        resp.append_header(name.clone(), value.clone())?;
+    }
+    for &(name, value) in extra {
+        resp.insert_header(name, value)?;
+    }
+    if !session.is_http2() {
+        // The listener's connection ends with the body, as the edge's does.
+        session.set_keepalive(None);
+    }
+    let empty = is_head || edge.remaining == Some(0);
+    session.write_response_header(Box::new(resp), empty).await?;
+    if empty {
+        return Ok(End::Edge);
+    }
+    let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+    loop {
+        let chunk = match edge.next(&mut buf).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return Ok(End::EdgeError(e)),
+        };
+        if let Err(e) = session.write_response_body(Some(chunk), false).await {
+            return Ok(End::Listener(e.to_string()));
+        }
+    }
+    if let Err(e) = session.write_response_body(None, true).await {
+        return Ok(End::Listener(e.to_string()));
+    }
+    Ok(End::Edge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn icecast_and_shoutcast_heads() {
+        let raw = b"HTTP/1.0 200 OK\r\nContent-Type: audio/mpeg\r\nicy-metaint: 16000\r\nicy-name: Apple\r\nConnection: Close\r\n\r\nID3";
+        let (head, used) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(&raw[used..], b"ID3");
+        assert_eq!(head.length, None);
+        let names: Vec<&str> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["Content-Type", "icy-metaint", "icy-name"]);
+
+        let icy = b"ICY 200 OK\r\nicy-metaint: 8192\r\n\r\nxy";
+        let (head, used) = parse_head(icy).unwrap().unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(&icy[used..], b"xy");
+
+        assert!(parse_head(b"HTTP/1.0 200 OK\r\nContent-Ty")
+            .unwrap()
+            .is_none());
+        assert!(parse_head(b"garbage\r\n\r\n").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
+        assert!(
+            parse_head(b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")
+                .is_err()
+        );
+        let (head, _) = parse_head(b"HTTP/1.0 404 Not Found\r\nContent-Length: 9\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((head.status, head.length), (404, Some(9)));
+    }
+
+    #[test]
+    fn request_heads_keep_end_to_end_headers_only() {
+        let config = crate::config::load::load_str(
+            "edges: [{ name: a, kind: icecast, url: \"http://127.0.0.1:8000/base/\" }]\n\
+             streams: [{ name: apple, mount: /air }]\n",
+        )
+        .unwrap();
+        let target = Target::new(&config.edges[0], "/air?x=1");
+        let mut h = http::HeaderMap::new();
+        h.insert("icy-metadata", HeaderValue::from_static("1"));
+        h.insert("host", HeaderValue::from_static("radio.example"));
+        h.insert("cookie", HeaderValue::from_static("castgate_live=x"));
+        h.insert("connection", HeaderValue::from_static("close, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("user-agent", HeaderValue::from_static("streamripper/1.64"));
+        let text = String::from_utf8(request_head(&target, "GET", &h)).unwrap();
+        assert!(text.starts_with("GET /base/air?x=1 HTTP/1.0\r\nHost: 127.0.0.1:8000\r\n"));
+        assert!(text.contains("icy-metadata: 1\r\n"));
+        assert!(text.contains("user-agent: streamripper/1.64\r\n"));
+        assert!(!text.contains("radio.example"));
+        assert!(!text.contains("cookie"));
+        assert!(!text.contains("x-hop"));
+        assert!(text.ends_with("Connection: close\r\n\r\n"));
+    }
+}
