@@ -124,8 +124,20 @@ fn snapshot(edges: usize) -> Snapshot {
             ..Default::default()
         })
         .collect();
+    let reports: castgate::balance::EdgeReports = config
+        .edges
+        .iter()
+        .zip(health)
+        .map(|(e, health)| {
+            let report = castgate::balance::EdgeReport {
+                health,
+                refreshed: true,
+            };
+            (castgate::balance::EdgeKey::of(e), report)
+        })
+        .collect();
     let policy: Arc<dyn policy::Policy> = Arc::from(policy::from_name(config.policy));
-    Snapshot::build(config, policy, &health, 1, None)
+    Snapshot::build(config, policy, &reports, 1, None)
 }
 
 fn selection(c: &mut Criterion) {

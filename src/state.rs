@@ -56,7 +56,7 @@ impl State {
         };
         let config = Arc::new(config);
         let policy: Arc<dyn policy::Policy> = Arc::from(policy::from_name(config.policy));
-        let first = Snapshot::build(config, policy, &[], 0, None);
+        let first = Snapshot::build(config, policy, &Default::default(), 0, None);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
         let metrics = Metrics::new(snapshot.clone())?;
         let (sessions, table) = SessionLog::new();

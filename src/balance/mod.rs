@@ -21,6 +21,43 @@ use std::time::{Duration, SystemTime};
 /// Capacity assumed for an edge without `max_listeners`, in listeners.
 pub const DEFAULT_CAPACITY: u64 = 1000;
 
+/// An edge's identity across snapshots and reloads: its name and poll URL.
+/// Health, poll history and assignment counts follow an edge by this key,
+/// never by its position in a list (a reload or an admin change reorders
+/// and removes edges).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EdgeKey {
+    /// The edge's name.
+    pub name: String,
+    /// Its poll URL, as configured.
+    pub url: String,
+}
+
+impl EdgeKey {
+    /// The key of `edge`.
+    pub fn of(edge: &crate::config::Edge) -> EdgeKey {
+        EdgeKey {
+            name: edge.name.clone(),
+            url: edge.url.to_string(),
+        }
+    }
+}
+
+/// What the poller reports of one edge for a new snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeReport {
+    /// Its health after the latest round.
+    pub health: EdgeHealth,
+    /// Whether that round's poll succeeded, so its listener count includes
+    /// the listeners assigned since the previous one (the assignment
+    /// counter restarts from 0); else the count carries over.
+    pub refreshed: bool,
+}
+
+/// Reports by edge identity; an edge without one is down (not polled yet)
+/// and keeps its assignment count.
+pub type EdgeReports = HashMap<EdgeKey, EdgeReport>;
+
 /// What the poller knows about one edge.
 #[derive(Debug, Clone, Default)]
 pub struct EdgeHealth {
@@ -144,30 +181,32 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Build a snapshot from the config and the poller's view of each edge
-    /// (`health[i]` for `config.edges[i]`; missing entries mean "not polled
-    /// yet"). `carry` is the previous snapshot: edges whose poll did not
-    /// refresh their listener count (`refreshed[i] == false`) keep their
-    /// assignment count, since those listeners are not counted yet.
+    /// Build a snapshot from the config and the poller's reports, by edge
+    /// identity (an edge without a report is "not polled yet"). `prev` is
+    /// the previous snapshot: an edge whose report is not `refreshed` keeps
+    /// its assignment count there (found by name), since those listeners
+    /// are not counted yet.
     pub fn build(
         config: Arc<Config>,
         policy: Arc<dyn Policy>,
-        health: &[EdgeHealth],
+        reports: &EdgeReports,
         generation: u64,
-        carry: Option<(&Snapshot, &[bool])>,
+        prev: Option<&Snapshot>,
     ) -> Snapshot {
         let edges: Vec<EdgeView> = config
             .edges
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let health = health.get(i).cloned().unwrap_or_default();
+                let report = reports.get(&EdgeKey::of(e));
+                let health = report.map(|r| r.health.clone()).unwrap_or_default();
                 let listeners = health.status.as_ref().map_or(0, EdgeStatus::listeners);
-                let assigned = match carry {
-                    Some((prev, refreshed)) if !refreshed.get(i).copied().unwrap_or(true) => prev
+                let refreshed = report.is_some_and(|r| r.refreshed);
+                let assigned = match prev {
+                    Some(prev) if !refreshed => prev
                         .edges
                         .iter()
-                        .find(|p| prev.config.edges[p.index].name == e.name)
+                        .find(|p| *p.name == *e.name)
                         .map_or(0, EdgeView::assigned),
                     _ => 0,
                 };
@@ -237,29 +276,21 @@ impl Snapshot {
     /// listener counts, assignments and sessions; new edges start down
     /// until polled.
     pub fn reconfigure(config: Arc<Config>, policy: Arc<dyn Policy>, prev: &Snapshot) -> Snapshot {
-        let health: Vec<EdgeHealth> = config
+        let reports: EdgeReports = prev
+            .config
             .edges
             .iter()
-            .map(|e| {
-                prev.edges
-                    .iter()
-                    .find(|p| {
-                        let pc = &prev.config.edges[p.index];
-                        pc.name == e.name && pc.url == e.url
-                    })
-                    .map(|p| p.health.clone())
-                    .unwrap_or_default()
+            .zip(&prev.edges)
+            .map(|(conf, view)| {
+                let report = EdgeReport {
+                    health: view.health.clone(),
+                    refreshed: false,
+                };
+                (EdgeKey::of(conf), report)
             })
             .collect();
-        let keep = vec![false; config.edges.len()];
-        Snapshot::build(
-            config,
-            policy,
-            &health,
-            prev.generation + 1,
-            Some((prev, &keep)),
-        )
-        .with_sessions(prev.session_counts.clone())
+        Snapshot::build(config, policy, &reports, prev.generation + 1, Some(prev))
+            .with_sessions(prev.session_counts.clone())
     }
 
     /// Add HLS session counts per (stream name, edge name), as the
@@ -564,9 +595,27 @@ streams:
         }
     }
 
+    /// Reports for `config`'s edges in order (`health[i]` for edge `i`).
+    fn reports(config: &Config, health: &[EdgeHealth], refreshed: &[bool]) -> EdgeReports {
+        config
+            .edges
+            .iter()
+            .zip(health)
+            .zip(refreshed.iter().chain(std::iter::repeat(&true)))
+            .map(|((e, h), &refreshed)| {
+                let report = EdgeReport {
+                    health: h.clone(),
+                    refreshed,
+                };
+                (EdgeKey::of(e), report)
+            })
+            .collect()
+    }
+
     fn snap(config: Arc<Config>, health: &[EdgeHealth]) -> Snapshot {
         let policy: Arc<dyn Policy> = Arc::from(policy::from_name(config.policy));
-        Snapshot::build(config, policy, health, 1, None)
+        let reports = reports(&config, health, &[]);
+        Snapshot::build(config, policy, &reports, 1, None)
     }
 
     #[test]
@@ -712,7 +761,8 @@ streams:
             first.choose(0).unwrap();
         }
         let policy = first.policy.clone();
-        let second = Snapshot::build(cfg, policy, &health, 2, Some((&first, &[false, true])));
+        let reports = reports(&cfg, &health, &[false, true]);
+        let second = Snapshot::build(cfg, policy, &reports, 2, Some(&first));
         assert_eq!(second.edges[0].assigned(), first.edges[0].assigned());
         assert_eq!(second.edges[1].assigned(), 0);
     }

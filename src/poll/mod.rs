@@ -17,7 +17,7 @@ pub mod rtmp;
 pub mod status;
 
 use crate::balance::sessions::SessionTable;
-use crate::balance::{EdgeHealth, Snapshot};
+use crate::balance::{EdgeHealth, EdgeKey, EdgeReport, EdgeReports, Snapshot};
 use crate::config::{Config, Edge, EdgeKind, PollSettings, StreamKind};
 use crate::state::State;
 use async_trait::async_trait;
@@ -499,15 +499,12 @@ impl Track {
     }
 }
 
-/// Poller-owned state: per-edge tracks, by (name, poll URL) so that a
-/// reload keeps an unchanged edge's history, and the session table.
+/// Poller-owned state: per-edge tracks, by edge identity (name and poll
+/// URL) so that a reload keeps an unchanged edge's history whatever its
+/// position, and the session table.
 struct PollState {
-    tracks: HashMap<(String, String), Track>,
+    tracks: HashMap<EdgeKey, Track>,
     sessions: SessionTable,
-}
-
-fn track_key(edge: &Edge) -> (String, String) {
-    (edge.name.clone(), edge.url.to_string())
 }
 
 /// The background service that polls the farm and publishes snapshots.
@@ -519,12 +516,16 @@ pub struct Poller {
     inner: Mutex<PollState>,
 }
 
-/// For each edge, the HLS streams it carries: (playlist path, RTMP name).
-fn hls_streams_of(config: &Config) -> Vec<Vec<(String, String)>> {
-    let mut per_edge = vec![Vec::new(); config.edges.len()];
+/// For each edge (by name) that carries HLS streams: (playlist path, RTMP
+/// name) of each.
+fn hls_streams_of(config: &Config) -> HashMap<&str, Vec<(String, String)>> {
+    let mut per_edge: HashMap<&str, Vec<(String, String)>> = HashMap::new();
     for s in config.streams.iter().filter(|s| s.kind == StreamKind::Hls) {
-        for &e in &s.edges {
-            per_edge[e].push((s.mount.clone(), s.rtmp_name.clone()));
+        for edge in s.edges.iter().filter_map(|&e| config.edges.get(e)) {
+            per_edge
+                .entry(edge.name.as_str())
+                .or_default()
+                .push((s.mount.clone(), s.rtmp_name.clone()));
         }
     }
     per_edge
@@ -559,13 +560,15 @@ impl Poller {
         let config = current.config.clone();
         let poll = config.poll;
         let hls_streams = hls_streams_of(&config);
-        let probes = config.edges.iter().enumerate().map(|(i, edge)| {
+        let no_streams = Vec::new();
+        let streams_of = |edge: &Edge| hls_streams.get(edge.name.as_str()).unwrap_or(&no_streams);
+        let probes = config.edges.iter().map(|edge| {
             let probe = match edge.kind {
                 EdgeKind::Icecast => self.icecast.clone(),
                 EdgeKind::NginxRtmp => self.rtmp.clone(),
                 EdgeKind::Hls => self.hls.clone(),
             };
-            let paths: Vec<String> = hls_streams[i].iter().map(|(p, _)| p.clone()).collect();
+            let paths: Vec<String> = streams_of(edge).iter().map(|(p, _)| p.clone()).collect();
             async move {
                 let started = Instant::now();
                 let result =
@@ -586,9 +589,8 @@ impl Poller {
         let now = Instant::now();
         let mut refreshed_keys = Vec::new();
         let metrics = &self.state.metrics;
-        for (i, (result, took)) in results.into_iter().enumerate() {
-            let edge = &config.edges[i];
-            let track = tracks.entry(track_key(edge)).or_default();
+        for (edge, (result, took)) in config.edges.iter().zip(results) {
+            let track = tracks.entry(EdgeKey::of(edge)).or_default();
             metrics
                 .poll_duration
                 .with_label_values(&[&edge.name])
@@ -600,10 +602,10 @@ impl Poller {
                 Ok(p) => {
                     track.health.last_error = None;
                     track.health.admin_error = p.admin_error;
-                    let status = track.interpret(p.observation, &hls_streams[i], &poll, now);
+                    let status = track.interpret(p.observation, streams_of(edge), &poll, now);
                     track.health.stream_errors = track.stream_errors.clone();
                     track.health.status = Some(status);
-                    refreshed_keys.push(track_key(edge));
+                    refreshed_keys.push(EdgeKey::of(edge));
                 }
                 Err(e) => {
                     metrics
@@ -628,20 +630,25 @@ impl Poller {
         // have landed while the edges were being polled.
         let _writer = self.state.writer.lock().await;
         let latest = self.state.snapshot.load_full();
-        let keys: Vec<(String, String)> = latest.config.edges.iter().map(track_key).collect();
+        let keys: Vec<EdgeKey> = latest.config.edges.iter().map(EdgeKey::of).collect();
         tracks.retain(|k, _| keys.contains(k));
-        let health: Vec<EdgeHealth> = keys
+        let reports: EdgeReports = tracks
             .iter()
-            .map(|k| tracks.get(k).map(|t| t.health.clone()).unwrap_or_default())
+            .map(|(k, t)| {
+                let report = EdgeReport {
+                    health: t.health.clone(),
+                    refreshed: refreshed_keys.contains(k),
+                };
+                (k.clone(), report)
+            })
             .collect();
-        let refreshed: Vec<bool> = keys.iter().map(|k| refreshed_keys.contains(k)).collect();
         drop(inner);
         let next = Snapshot::build(
             latest.config.clone(),
             latest.policy.clone(),
-            &health,
+            &reports,
             latest.generation + 1,
-            Some((&latest, &refreshed)),
+            Some(&latest),
         )
         .with_sessions(session_counts);
         self.state.snapshot.store(Arc::new(next));
