@@ -150,10 +150,13 @@ fn selection(c: &mut Criterion) {
 }
 
 fn playlists(c: &mut Criterion) {
-    let url = "http://air1.example.com:1976/air";
+    let urls = [
+        "http://air1.example.com:1976/air".to_string(),
+        "http://air2.example.com:1976/air".to_string(),
+    ];
     for f in [Format::M3u, Format::Pls, Format::Xspf] {
         c.bench_function(&format!("render/{}", f.label()), |b| {
-            b.iter(|| render(f, black_box(url), black_box("Apple Radio")))
+            b.iter(|| render(f, black_box(&urls), black_box("Apple Radio")))
         });
     }
 }

@@ -49,6 +49,13 @@ pub struct Metrics {
     /// a request head (HTTP/2: the connection preface) did not arrive within
     /// `server.request_header_timeout`.
     pub request_header_timeouts: IntCounter,
+    /// `castgate_failovers_total{stream,from,to}`: relayed streams resumed
+    /// on edge `to` after edge `from` failed them.
+    pub failovers: IntCounterVec,
+    /// `castgate_failover_gap_seconds{stream}`: what a listener heard of a
+    /// resume: seconds from the last byte of the failed edge to the first
+    /// of the new one (the stall that detected the failure included).
+    pub failover_gap: HistogramVec,
 }
 
 impl Metrics {
@@ -115,6 +122,23 @@ impl Metrics {
             "castgate_request_header_timeouts_total",
             "Front-door connections closed because a request head (HTTP/2: the connection preface) was not received within server.request_header_timeout.",
         )?;
+        let failovers = IntCounterVec::new(
+            Opts::new(
+                "castgate_failovers_total",
+                "Relayed streams resumed on edge `to` after edge `from` failed them.",
+            ),
+            &["stream", "from", "to"],
+        )?;
+        let failover_gap = HistogramVec::new(
+            HistogramOpts::new(
+                "castgate_failover_gap_seconds",
+                "Seconds a listener heard nothing across a resume on another edge.",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 10.0]),
+            &["stream"],
+        )?;
+        registry.register(Box::new(failovers.clone()))?;
+        registry.register(Box::new(failover_gap.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
         registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(request_header_timeouts.clone()))?;
@@ -141,6 +165,8 @@ impl Metrics {
             connections_open,
             connections_refused,
             request_header_timeouts,
+            failovers,
+            failover_gap,
         })
     }
 

@@ -20,6 +20,8 @@ pub struct State {
     pub sessions: SessionLog,
     /// Every metric.
     pub metrics: Metrics,
+    /// The proxied streams castgate relays now, by edge (evacuations).
+    pub carrying: Arc<crate::front::relay::Carrying>,
     /// Serialises snapshot writers (the poller, reloads, the admin API);
     /// readers never take it.
     pub writer: tokio::sync::Mutex<()>,
@@ -66,6 +68,7 @@ impl State {
                 sticky,
                 sessions,
                 metrics,
+                carrying: Arc::default(),
                 writer: tokio::sync::Mutex::new(()),
             }),
             table,

@@ -46,7 +46,8 @@ fn leaf(ca: &Ca, dir: &Path, stem: &str) {
 
 /// One Icecast origin with a source on `/air`, and castgate with a plain
 /// and a TLS listener (`{dir}/site.pem` and `.key`, see [`leaf`]) serving
-/// it as stream `apple`; `extra` is added to castgate's config as is.
+/// it as stream `apple` (redirect mode) and `wire` (proxy mode); `extra` is
+/// added to castgate's config as is.
 struct TlsFarm {
     cg: Castgate,
     tls_port: u16,
@@ -73,6 +74,7 @@ edges:
   - {{ name: a, kind: icecast, url: "{}" }}
 streams:
   - {{ name: apple, mount: /air }}
+  - {{ name: wire, mount: /air, mode: proxy }}
 "#,
             ice.url(),
             d = dir.display()
@@ -104,6 +106,35 @@ fn curl(port: u16, ca_file: &Path, path: &str, extra: &[&str]) -> (i32, String) 
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
+}
+
+/// A relayed stream reaches an HTTP/2 listener as DATA frames on its
+/// stream and an HTTP/1.1-over-TLS listener close-delimited: curl gets
+/// audio over both until it hangs up.
+#[test]
+fn relayed_streams_reach_http2_and_http1_listeners_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca1 = ca("castgate test CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca1.cert.pem()).unwrap();
+    leaf(&ca1, dir.path(), "site");
+    let farm = TlsFarm::start(dir.path(), "");
+    wait_until("HTTPS playlist", Duration::from_secs(15), || {
+        curl(farm.tls_port, &ca_file, "/wire.m3u", &[])
+            .1
+            .ends_with(" 200")
+    });
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out_file = dir.path().join(format!("wire-{version}.mp3"));
+        let out_path = out_file.to_string_lossy().into_owned();
+        // The stream never ends: curl stops it after --max-time 5 (exit 28).
+        let (code, out) = curl(farm.tls_port, &ca_file, "/wire", &[flag, "-o", &out_path]);
+        let got = std::fs::metadata(&out_file).map_or(0, |m| m.len());
+        assert_eq!(code, 28, "{flag}: curl ended the transfer itself: {out}");
+        assert!(out.ends_with(&format!("\n{version} 200")), "{flag}: {out}");
+        // 5 s of 128 kbit/s is 80 KB; allow for the TLS and Icecast start.
+        assert!(got > 32 * 1024, "{flag}: {got} bytes of the stream");
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! | `POST /api/edges/{name}/drain` | no new listeners; those there stay |
 //! | `POST /api/edges/{name}/disable` | out of rotation; HLS sessions move |
 //! | `POST /api/edges/{name}/enable` | back in rotation |
+//! | `POST /api/edges/{name}/evacuate` | drain, and move every proxied stream castgate relays from it to other edges (`failover.evacuate_rate` a second, no listener cut); answers `{"edge", "state", "moving": N}` at once |
 //! | `PUT /api/edges/{name}/weight` | body `{"weight": 2.5}` |
 //! | `GET /api/config` | the effective config (file + runtime changes) |
 //! | `POST /api/reload` | re-read the config file now |
@@ -82,7 +83,7 @@ fn control_error(e: ControlError) -> Reply {
 /// The JSON view of every edge, from the status document plus config.
 fn edges_json(state: &State) -> Vec<Value> {
     let snap = state.snapshot.load();
-    let doc = status::status(&snap);
+    let doc = status::status(&snap, &state.carrying);
     doc.edges
         .iter()
         .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
@@ -181,6 +182,20 @@ pub async fn handle(
                 Err(e) => control_error(e),
             };
             (*verb, r)
+        }
+        (Method::POST, ["edges", name, "evacuate"]) => {
+            let r = match control.set_state(name, AdminState::Draining).await {
+                Ok(()) => {
+                    let rate = state.snapshot.load().config.failover.evacuate_rate;
+                    let moving = state.carrying.evacuate(name, rate);
+                    (
+                        StatusCode::OK,
+                        json!({ "edge": name, "state": "draining", "moving": moving }),
+                    )
+                }
+                Err(e) => control_error(e),
+            };
+            ("evacuate", r)
         }
         (Method::PUT, ["edges", name, "weight"]) => {
             let weight = serde_json::from_slice::<Value>(body).ok().and_then(|v| {

@@ -48,7 +48,7 @@ impl Admin {
             ),
             "/status.json" => {
                 let snap = self.state.snapshot.load();
-                match serde_json::to_vec_pretty(&status::status(&snap)) {
+                match serde_json::to_vec_pretty(&status::status(&snap, &self.state.carrying)) {
                     Ok(mut body) => {
                         body.push(b'\n');
                         reply(StatusCode::OK, "application/json", body)

@@ -50,6 +50,9 @@ pub struct EdgeStatus<'a> {
     pub listeners: u64,
     /// Listeners sent here since the last poll.
     pub assigned_since_poll: u64,
+    /// Proxied streams castgate relays from this edge now (what an
+    /// evacuation still has to move).
+    pub relayed: usize,
     /// Configured cap, or null.
     pub max_listeners: Option<u64>,
     /// Configured weight.
@@ -114,8 +117,8 @@ pub struct StreamEdge<'a> {
     pub sessions: u64,
 }
 
-/// Build the document from a snapshot.
-pub fn status(snap: &Snapshot) -> Status<'_> {
+/// Build the document from a snapshot and the streams being relayed.
+pub fn status<'a>(snap: &'a Snapshot, carrying: &crate::front::relay::Carrying) -> Status<'a> {
     let now = SystemTime::now();
     let age = |t: SystemTime| {
         now.duration_since(t)
@@ -157,6 +160,7 @@ pub fn status(snap: &Snapshot) -> Status<'_> {
                 last_poll_duration_seconds: e.health.last_poll_duration.map(|d| d.as_secs_f64()),
                 listeners: e.listeners,
                 assigned_since_poll: e.assigned(),
+                relayed: carrying.count(&c.name),
                 max_listeners: c.max_listeners,
                 weight: c.weight,
                 load: snap.load(i),

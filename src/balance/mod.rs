@@ -545,6 +545,29 @@ impl Snapshot {
         })
     }
 
+    /// Up to `n` eligible edges other than `primary` for the stream, least
+    /// loaded first: a playlist's backup entries, for players that go to
+    /// the next entry when a stream fails. Nothing is counted as assigned
+    /// (a backup is a listener only if the player falls back to it).
+    pub fn backups(&self, stream: usize, primary: usize, n: usize) -> Vec<Choice<'_>> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let Ok((mut candidates, mount, fallback)) = self.candidates(stream, &[primary]) else {
+            return Vec::new();
+        };
+        candidates.sort_by(|a, b| a.load.total_cmp(&b.load));
+        candidates
+            .into_iter()
+            .take(n)
+            .map(|c| Choice {
+                edge: c.edge,
+                mount,
+                fallback,
+            })
+            .collect()
+    }
+
     /// The URL a listener is sent to: the edge's `public_url` + mount.
     pub fn listen_url(&self, choice: &Choice<'_>) -> String {
         let base = &self.edges[choice.edge].public_base;

@@ -2,8 +2,8 @@
 //! one bad edge does not hide the errors of the next.
 
 use super::schema::{
-    AdminConfig, BalanceConfig, CorsConfig, EdgeConfig, FileConfig, LogConfig, PollConfig,
-    ReloadConfig, ServerConfig, StickyConfig, StreamConfig,
+    AdminConfig, BalanceConfig, CorsConfig, EdgeConfig, FailoverConfig, FileConfig, LogConfig,
+    PlaylistConfig, PollConfig, ReloadConfig, ServerConfig, StickyConfig, StreamConfig,
 };
 use super::{validate, Config, ConfigError, ConfigErrors};
 use serde::de::DeserializeOwned;
@@ -12,8 +12,8 @@ use std::path::Path;
 
 /// The top-level keys a config file may have.
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "listen", "admin", "poll", "balance", "server", "sticky", "cors", "reload", "log", "edges",
-    "streams",
+    "listen", "admin", "poll", "balance", "server", "sticky", "cors", "reload", "log", "failover",
+    "playlist", "edges", "streams",
 ];
 
 /// Read and validate the config file at `path`.
@@ -112,6 +112,8 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
         cors: CorsConfig::default(),
         reload: ReloadConfig::default(),
         log: LogConfig::default(),
+        failover: FailoverConfig::default(),
+        playlist: PlaylistConfig::default(),
         edges: Vec::new(),
         streams: Vec::new(),
     };
@@ -153,6 +155,16 @@ fn parse(text: &str) -> Result<Parsed, ConfigErrors> {
     if let Some(v) = map.get("log") {
         if let Some(log) = section(v, "log", &mut errors) {
             file.log = log;
+        }
+    }
+    if let Some(v) = map.get("playlist") {
+        if let Some(playlist) = section(v, "playlist", &mut errors) {
+            file.playlist = playlist;
+        }
+    }
+    if let Some(v) = map.get("failover") {
+        if let Some(failover) = section(v, "failover", &mut errors) {
+            file.failover = failover;
         }
     }
     if let Some(v) = map.get("server") {

@@ -73,6 +73,10 @@ pub struct Config {
     pub reload: schema::ReloadConfig,
     /// Whether each front-door request is logged.
     pub access_log: bool,
+    /// Resuming relayed streams on another edge.
+    pub failover: schema::FailoverConfig,
+    /// What playlists list.
+    pub playlist: schema::PlaylistConfig,
     /// Edges, in file order.
     pub edges: Vec<Edge>,
     /// Streams, in file order.

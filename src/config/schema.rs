@@ -28,7 +28,8 @@ pub(crate) mod duration {
 }
 
 /// The whole file. Top-level keys: `listen`, `admin`, `poll`, `balance`,
-/// `server`, `sticky`, `cors`, `edges`, `streams`.
+/// `server`, `sticky`, `cors`, `reload`, `log`, `failover`, `playlist`,
+/// `edges`, `streams`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -61,6 +62,12 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// How a relayed stream resumes on another edge.
+    #[serde(default)]
+    pub failover: FailoverConfig,
+    /// What `.m3u`, `.pls` and `.xspf` playlists list.
+    #[serde(default)]
+    pub playlist: PlaylistConfig,
     /// The edges of the farm.
     #[serde(default)]
     pub edges: Vec<EdgeConfig>,
@@ -157,6 +164,75 @@ impl Default for ReloadConfig {
             debounce: default_debounce(),
         }
     }
+}
+
+/// `failover:` how a proxied stream whose edge fails is resumed on another
+/// edge without closing the listener's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// An edge that sends no byte of a relayed stream for this long has
+    /// failed it. At least 100ms. Default `2s`.
+    #[serde(default = "default_stall", with = "duration")]
+    pub stall: Duration,
+    /// How long castgate looks for another edge carrying the stream before
+    /// it ends the listener's response. Default `10s`; `0s` turns resuming
+    /// off (the response ends with its edge, as a plain proxy's does).
+    #[serde(default = "default_give_up", with = "duration")]
+    pub give_up: Duration,
+    /// Relayed streams moved off an edge per second by `POST
+    /// /api/edges/{name}/evacuate`, at least 1. Default 50.
+    #[serde(default = "default_evacuate_rate")]
+    pub evacuate_rate: u32,
+}
+
+/// Default `failover.evacuate_rate`: 50 streams a second.
+pub fn default_evacuate_rate() -> u32 {
+    50
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            stall: default_stall(),
+            give_up: default_give_up(),
+            evacuate_rate: default_evacuate_rate(),
+        }
+    }
+}
+
+/// `playlist:` what Icecast playlists (`.m3u`, `.pls`, `.xspf`) list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaylistConfig {
+    /// Eligible edges listed after the chosen one, least loaded first, for
+    /// players that go to the next entry when a stream fails. At most 16.
+    /// Default 2; 0 lists the chosen edge alone.
+    #[serde(default = "default_backups")]
+    pub backups: usize,
+}
+
+impl Default for PlaylistConfig {
+    fn default() -> Self {
+        Self {
+            backups: default_backups(),
+        }
+    }
+}
+
+/// Default `playlist.backups`: 2.
+pub fn default_backups() -> usize {
+    2
+}
+
+/// Default `failover.stall`: 2 s.
+pub fn default_stall() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Default `failover.give_up`: 10 s.
+pub fn default_give_up() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `log:` what castgate logs (the format is a command-line flag).

@@ -151,6 +151,15 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
     if file.server.threads == 0 {
         err("server.threads".into(), "must be at least 1".into());
     }
+    if file.playlist.backups > 16 {
+        err("playlist.backups".into(), "must be at most 16".into());
+    }
+    if file.failover.evacuate_rate == 0 {
+        err("failover.evacuate_rate".into(), "must be at least 1".into());
+    }
+    if file.failover.stall < std::time::Duration::from_millis(100) {
+        err("failover.stall".into(), "must be at least 100ms".into());
+    }
     let sticky = check_sticky(file, &mut err);
     let ca_pem = match &file.poll.ca_file {
         None => None,
@@ -298,6 +307,8 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         admin_allow_remote: file.admin.allow_remote,
         reload: file.reload.clone(),
         access_log: file.log.access,
+        failover: file.failover,
+        playlist: file.playlist,
         edges,
         streams,
     })

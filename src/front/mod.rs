@@ -27,7 +27,9 @@
 
 pub mod conn;
 pub mod cors;
+pub mod frames;
 pub mod hls;
+pub mod icy;
 pub mod playlist;
 pub mod relay;
 
@@ -392,9 +394,18 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     Err(why) => return unavailable(why),
                 }
             };
+            // The chosen edge, then backups for players that move to the
+            // next entry when a stream fails (castgate itself resumes a
+            // proxied stream, whose playlist names castgate only).
+            let mut urls = vec![url];
+            if let Some(primary) = edge {
+                for b in snap.backups(stream, primary, snap.config.playlist.backups) {
+                    urls.push(snap.listen_url(&b));
+                }
+            }
             let mut a = Answer::text(200, String::new());
             a.content_type = f.content_type();
-            a.body = Bytes::from(playlist::render(f, &url, &conf.title));
+            a.body = Bytes::from(playlist::render(f, &urls, &conf.title));
             Action::Answer(a.for_stream(stream, format, edge))
         }
         (StreamKind::Icecast, Route::Stream(_)) => {
@@ -874,48 +885,59 @@ impl FrontDoor {
         };
         let failed: Arc<str> = Arc::from(carried.edge_name());
         ctx.refused_by.push(failed.clone());
-        let snap = self.state.snapshot.load_full();
-        let Some(stream) = snap.stream(carried.stream_name()) else {
+        let Some(to) = self.move_carried(carried, &mut ctx.access, &ctx.refused_by, query) else {
             return false;
         };
-        let avoid: Vec<usize> = ctx
-            .refused_by
-            .iter()
-            .filter_map(|name| snap.edge_named(name))
-            .collect();
-        let job = &mut carried.job;
-        let next = match job.session {
-            Some(id) => snap.choose_for_session_avoiding(stream, id, &avoid),
-            None => snap.choose_avoiding(stream, &avoid),
-        };
-        let Ok(choice) = next else {
-            return false;
-        };
-        let Some(conf) = snap.config.streams.get(stream) else {
-            return false;
-        };
-        let to = snap.edges.get(choice.edge).map_or("-", |e| &*e.name);
         tracing::warn!(
-            stream = %conf.name,
+            stream = %carried.stream_name(),
             edge = %failed,
             to = %to,
             error = %why,
             "edge failed a proxied request before answering: trying another"
         );
+        true
+    }
+
+    /// Move `carried` to another eligible edge of its stream, chosen from
+    /// the current snapshot (which it then carries) avoiding the edges
+    /// named in `avoid`; an HLS session gets a new cookie, the access log
+    /// names the new edge. Returns the new edge's name, or None when no
+    /// other edge is eligible or the stream is gone from the config.
+    fn move_carried(
+        &self,
+        carried: &mut Carried,
+        access: &mut Option<AccessInfo>,
+        avoid: &[Arc<str>],
+        query: Option<&str>,
+    ) -> Option<Arc<str>> {
+        let snap = self.state.snapshot.load_full();
+        let stream = snap.stream(carried.stream_name())?;
+        let avoid: Vec<usize> = avoid
+            .iter()
+            .filter_map(|name| snap.edge_named(name))
+            .collect();
+        let job = &mut carried.job;
+        let choice = match job.session {
+            Some(id) => snap.choose_for_session_avoiding(stream, id, &avoid),
+            None => snap.choose_avoiding(stream, &avoid),
+        }
+        .ok()?;
+        let conf = snap.config.streams.get(stream)?;
+        let to = snap.edges.get(choice.edge)?.name.clone();
         match job.session {
             None => job.path_and_query = with_query(choice.mount.to_string(), query),
             Some(id) => {
-                let (token, _) = self.state.sticky.reissue(id, to, SystemTime::now());
+                let (token, _) = self.state.sticky.reissue(id, &to, SystemTime::now());
                 job.set_cookie = Some(session_cookie(&conf.name, &token, self.state.sticky.ttl()));
             }
         }
-        if let Some(access) = ctx.access.as_mut() {
-            access.2 = Some(Arc::from(to));
+        if let Some(access) = access.as_mut() {
+            access.2 = Some(to.clone());
         }
         job.stream = stream;
         job.edge = choice.edge;
         carried.snap = snap;
-        true
+        Some(to)
     }
 
     /// [`FrontDoor::next_edge`] for pingora-proxy's retry hooks: `e` is
@@ -964,8 +986,39 @@ impl FrontDoor {
             write(session, &a, &ctx.cors, method == "HEAD").await?;
             return Ok(());
         };
-        let cors: Vec<(&'static str, &str)> = ctx.cors.pairs().collect();
-        match relay::carry(session, &head, &cors, edge, method == "HEAD").await? {
+        let cors_owned: Vec<(&'static str, String)> =
+            ctx.cors.pairs().map(|(k, v)| (k, v.to_string())).collect();
+        let cors: Vec<(&'static str, &str)> =
+            cors_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let failover = ctx
+            .proxy
+            .as_ref()
+            .map_or_else(Default::default, |c| c.snap.config.failover);
+        let failover = relay::Failover {
+            stall: failover.stall,
+            give_up: failover.give_up,
+        };
+        let on = ctx.proxy.as_ref().map_or("-", |c| c.edge_name());
+        let ticket = self.state.carrying.enter(on);
+        let mut resumer = Resumer {
+            door: self,
+            ctx,
+            method,
+            headers: &headers,
+            query: query.as_deref(),
+            ticket,
+        };
+        let ended = relay::carry(
+            session,
+            &head,
+            &cors,
+            edge,
+            method == "HEAD",
+            failover,
+            &mut resumer,
+        )
+        .await?;
+        match ended {
             relay::End::Edge | relay::End::Listener(_) => {}
             relay::End::EdgeError(e) => {
                 let edge = ctx.proxy.as_ref().map_or("-", |c| c.edge_name());
@@ -1071,6 +1124,90 @@ impl FrontDoor {
         let mut a = Answer::text(200, out);
         a.content_type = "application/vnd.apple.mpegurl";
         a.for_stream(job.stream, "m3u8", None).asked(job.edge)
+    }
+}
+
+/// Resumes one relayed stream on another edge when its edge fails
+/// ([`relay::Resume`]): chosen from the current snapshot, the failed edge
+/// and those that fail to answer avoided, tried until the deadline.
+struct Resumer<'a> {
+    door: &'a FrontDoor,
+    ctx: &'a mut Ctx,
+    method: &'static str,
+    headers: &'a http::HeaderMap,
+    query: Option<&'a str>,
+    /// The stream's place among those carried from its edge.
+    ticket: relay::Ticket,
+}
+
+/// Pause between two searches for an edge while none is eligible.
+const RESUME_RETRY: Duration = Duration::from_millis(250);
+
+#[async_trait]
+impl relay::Resume for Resumer<'_> {
+    async fn resume(
+        &mut self,
+        why: &(dyn std::error::Error + Send + Sync),
+        deadline: tokio::time::Instant,
+    ) -> Option<(relay::EdgeHead, relay::EdgeHalf)> {
+        let Ctx { proxy, access, .. } = &mut *self.ctx;
+        let carried = proxy.as_mut()?;
+        let failed: Arc<str> = Arc::from(carried.edge_name());
+        let stream: Arc<str> = Arc::from(carried.stream_name());
+        let mut avoid = vec![failed.clone()];
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(stream = %stream, edge = %failed, error = %why, "relayed stream failed and no other edge took it over: ended");
+                return None;
+            }
+            let Some(to) = self.door.move_carried(carried, access, &avoid, self.query) else {
+                // None eligible now: the poller may bring one back.
+                avoid.truncate(1);
+                tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + RESUME_RETRY))
+                    .await;
+                continue;
+            };
+            let target = carried
+                .edge()
+                .map(|e| relay::Target::new(e, &carried.job.path_and_query))?;
+            let open = relay::open(&self.door.connector, &target, self.method, self.headers);
+            match tokio::time::timeout_at(deadline, open).await {
+                Ok(Ok((head, half))) if head.resumable() => {
+                    self.door
+                        .state
+                        .metrics
+                        .failovers
+                        .with_label_values(&[&stream, &failed, &to])
+                        .inc();
+                    tracing::info!(stream = %stream, edge = %failed, to = %to, error = %why, "relayed stream resumed on another edge");
+                    self.ticket = self.door.state.carrying.enter(&to);
+                    return Some((head, half));
+                }
+                Ok(Ok((head, _))) => {
+                    tracing::warn!(stream = %stream, edge = %to, status = head.status, "edge cannot take over a relayed stream");
+                    avoid.push(to);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(stream = %stream, edge = %to, error = %e, "edge cannot take over a relayed stream");
+                    avoid.push(to);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn leave(&self) -> Arc<tokio::sync::Notify> {
+        self.ticket.leave.clone()
+    }
+
+    fn resumed(&mut self, gap: Duration) {
+        let stream = self.ctx.proxy.as_ref().map_or("-", |c| c.stream_name());
+        self.door
+            .state
+            .metrics
+            .failover_gap
+            .with_label_values(&[stream])
+            .observe(gap.as_secs_f64());
     }
 }
 

@@ -1,4 +1,5 @@
-//! Playlist rendering for one stream URL.
+//! Playlist rendering: the chosen edge's stream URL first, then its
+//! backups.
 //!
 //! - M3U: the de-facto extended M3U (`#EXTM3U`, `#EXTINF:-1,title`, URL),
 //!   as Winamp introduced it; served as `audio/x-mpegurl`.
@@ -49,28 +50,49 @@ impl Format {
     }
 }
 
-/// Render a one-entry playlist for `url`, titled `title`.
+/// Render a playlist of `urls` (the chosen edge first, then its backups),
+/// every entry titled `title`. A player that goes to the next entry when a
+/// stream fails (mpv, VLC) then keeps playing from a backup edge.
 ///
-/// `url` and `title` come from validated config and edge config, never from
+/// `urls` and `title` come from validated config and edge config, never from
 /// the request; line breaks in the title are replaced so a line-based format
 /// cannot be split, and XSPF text is XML-escaped.
-pub fn render(format: Format, url: &str, title: &str) -> String {
+pub fn render(format: Format, urls: &[String], title: &str) -> String {
+    use std::fmt::Write;
     let title = one_line(title);
+    let mut out = String::with_capacity(64 + urls.len() * 96);
     match format {
-        Format::M3u => format!("#EXTM3U\n#EXTINF:-1,{title}\n{url}\n"),
-        Format::Pls => format!(
-            "[playlist]\nNumberOfEntries=1\nFile1={url}\nTitle1={title}\nLength1=-1\nVersion=2\n"
-        ),
-        Format::Xspf => format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-             <playlist version=\"1\" xmlns=\"http://xspf.org/ns/0/\">\n  \
-             <trackList>\n    <track>\n      \
-             <location>{}</location>\n      <title>{}</title>\n    \
-             </track>\n  </trackList>\n</playlist>\n",
-            quick_xml::escape::escape(url),
-            quick_xml::escape::escape(title.as_ref()),
-        ),
+        Format::M3u => {
+            out.push_str("#EXTM3U\n");
+            for url in urls {
+                let _ = write!(out, "#EXTINF:-1,{title}\n{url}\n");
+            }
+        }
+        Format::Pls => {
+            let _ = write!(out, "[playlist]\nNumberOfEntries={}\n", urls.len());
+            for (i, url) in urls.iter().enumerate() {
+                let n = i + 1;
+                let _ = write!(out, "File{n}={url}\nTitle{n}={title}\nLength{n}=-1\n");
+            }
+            out.push_str("Version=2\n");
+        }
+        Format::Xspf => {
+            out.push_str(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+                 <playlist version=\"1\" xmlns=\"http://xspf.org/ns/0/\">\n  <trackList>\n",
+            );
+            let title = quick_xml::escape::escape(title.as_ref());
+            for url in urls {
+                let _ = write!(
+                    out,
+                    "    <track>\n      <location>{}</location>\n      <title>{title}</title>\n    </track>\n",
+                    quick_xml::escape::escape(url.as_str()),
+                );
+            }
+            out.push_str("  </trackList>\n</playlist>\n");
+        }
     }
+    out
 }
 
 fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
@@ -90,14 +112,14 @@ mod tests {
     #[test]
     fn m3u() {
         assert_eq!(
-            render(Format::M3u, URL, "Apple Radio"),
+            render(Format::M3u, &[URL.into()], "Apple Radio"),
             "#EXTM3U\n#EXTINF:-1,Apple Radio\nhttp://air1.example.com:1976/air\n"
         );
     }
 
     #[test]
     fn pls_has_every_key_players_read() {
-        let pls = render(Format::Pls, URL, "Apple");
+        let pls = render(Format::Pls, &[URL.into()], "Apple");
         for line in [
             "[playlist]",
             "NumberOfEntries=1",
@@ -113,7 +135,11 @@ mod tests {
 
     #[test]
     fn xspf_is_well_formed_and_escaped() {
-        let x = render(Format::Xspf, "http://h/a?x=1&y=2", "Rock & <Roll>");
+        let x = render(
+            Format::Xspf,
+            &["http://h/a?x=1&y=2".into()],
+            "Rock & <Roll>",
+        );
         let mut reader = quick_xml::Reader::from_str(&x);
         let mut texts = Vec::new();
         loop {
@@ -132,8 +158,32 @@ mod tests {
     }
 
     #[test]
+    fn backups_follow_the_chosen_edge_in_every_format() {
+        let urls = [
+            "http://a:8000/air".to_string(),
+            "http://b:8000/air".to_string(),
+        ];
+        assert_eq!(
+            render(Format::M3u, &urls, "T"),
+            "#EXTM3U\n#EXTINF:-1,T\nhttp://a:8000/air\n#EXTINF:-1,T\nhttp://b:8000/air\n"
+        );
+        let pls = render(Format::Pls, &urls, "T");
+        for line in [
+            "NumberOfEntries=2",
+            "File1=http://a:8000/air",
+            "File2=http://b:8000/air",
+            "Length2=-1",
+        ] {
+            assert!(pls.lines().any(|l| l == line), "{line} in {pls}");
+        }
+        let x = render(Format::Xspf, &urls, "T");
+        assert_eq!(x.matches("<track>").count(), 2);
+        assert!(x.find("http://a").unwrap() < x.find("http://b").unwrap());
+    }
+
+    #[test]
     fn titles_cannot_add_lines() {
-        let m3u = render(Format::M3u, URL, "a\nhttp://evil/");
+        let m3u = render(Format::M3u, &[URL.into()], "a\nhttp://evil/");
         assert_eq!(m3u.lines().count(), 3);
     }
 }

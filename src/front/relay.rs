@@ -32,10 +32,16 @@ use pingora::connectors::TransportConnector;
 use pingora::http::ResponseHeader;
 use pingora::prelude::{HttpPeer, Session};
 use pingora::protocols::Stream;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 
+use super::frames::{self, Framer};
+use super::icy::{IcyReader, IcyWriter};
 use crate::config::Edge;
 
 /// Bytes read from an edge at once, and so the relay's memory per
@@ -60,13 +66,6 @@ pub const EDGE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bound on the edge's response head once the request is sent.
 pub const EDGE_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An edge that sends nothing for this long has stopped carrying the
-/// stream: the listener's response ends, and the player's reconnect comes
-/// back to castgate, which sends it to a live edge. (A live Icecast mount
-/// sends several blocks a second; a mount whose source left is closed or
-/// moved to its fallback by Icecast itself.)
-pub const EDGE_SILENCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where one relayed request goes: resolved from one snapshot's edge, and
 /// owned, so that a later snapshot cannot change it.
@@ -363,52 +362,78 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(EdgeHead, usize)>, OpenError> {
     )))
 }
 
+impl EdgeHead {
+    /// The value of header `name` (case-insensitive), if it is text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.to_str().ok())
+    }
+
+    /// `icy-metaint`, when the edge sends ICY metadata blocks.
+    pub fn metaint(&self) -> Option<usize> {
+        self.header("icy-metaint")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    }
+
+    /// Whether this answer is a stream that can resume on another edge: a
+    /// 200 whose body ends only when the edge closes.
+    pub fn resumable(&self) -> bool {
+        self.status == 200 && self.length.is_none()
+    }
+}
+
 impl EdgeHalf {
-    /// The next body bytes into `buf` (cleared and reused): `Ok(None)` at
-    /// the body's end (the edge closed a close-delimited body, or a
+    /// Append the next body bytes to `buf` and return how many: 0 at the
+    /// body's end (the edge closed a close-delimited body, or a
     /// length-framed body is complete).
     ///
     /// # Errors
-    /// A read error, an edge silent for [`EDGE_SILENCE_TIMEOUT`], or a
-    /// length-framed body cut short.
-    pub async fn next(&mut self, buf: &mut BytesMut) -> std::io::Result<Option<Bytes>> {
+    /// A read error, an edge silent for `stall`, or a length-framed body
+    /// cut short.
+    pub async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        stall: Duration,
+    ) -> std::io::Result<usize> {
         if let Some(early) = self.early.take() {
+            buf.extend_from_slice(&early);
             self.consumed(early.len());
-            return Ok(Some(early));
+            return Ok(early.len());
         }
         if self.remaining == Some(0) {
-            return Ok(None);
+            return Ok(0);
         }
-        // Takes back the memory of the previous chunk once the listener's
-        // write has dropped it; allocates anew only if it is still held
-        // (an HTTP/2 listener's send queue).
-        buf.clear();
+        // Reclaims the memory of chunks already written where it can.
         buf.reserve(RELAY_BUFFER);
-        let read = tokio::time::timeout(EDGE_SILENCE_TIMEOUT, self.stream.read_buf(buf));
-        let n = match read.await {
+        let room = match self.remaining {
+            Some(left) => usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(RELAY_BUFFER),
+            None => RELAY_BUFFER,
+        };
+        let mut limited = (&mut self.stream).take(room as u64);
+        let n = match tokio::time::timeout(stall, limited.read_buf(buf)).await {
             Ok(r) => r?,
             Err(_) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    format!("the edge sent nothing for {EDGE_SILENCE_TIMEOUT:?}"),
+                    format!("the edge sent nothing for {stall:?}"),
                 ))
             }
         };
         if n == 0 {
-            return match self.remaining {
-                None => Ok(None),
-                Some(left) => Err(std::io::Error::new(
+            if let Some(left) = self.remaining {
+                return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     format!("the edge closed with {left} bytes of its body missing"),
-                )),
-            };
+                ));
+            }
         }
-        if let Some(left) = self.remaining {
-            buf.truncate(n.min(usize::try_from(left).unwrap_or(usize::MAX)));
-        }
-        let chunk = buf.split().freeze();
-        self.consumed(chunk.len());
-        Ok(Some(chunk))
+        self.consumed(n);
+        Ok(n)
     }
 
     fn consumed(&mut self, n: usize) {
@@ -421,18 +446,171 @@ impl EdgeHalf {
 /// How a relayed body ended.
 #[derive(Debug)]
 pub enum End {
-    /// The edge ended it (closed, or its length was reached).
+    /// The edge ended it (closed, or its length was reached) and no other
+    /// edge took over.
     Edge,
-    /// The edge failed mid-body.
+    /// The edge failed mid-body and no other edge took over.
     EdgeError(std::io::Error),
     /// The listener left or stopped reading (its write failed or timed out).
     Listener(String),
 }
 
+/// The relayed streams being carried now, by edge name: what an
+/// evacuation moves ([`Carrying::evacuate`]) and what /status.json counts.
+///
+/// A relay registers when it starts and again after each resume (a
+/// mutex-guarded map, taken once per stream and per move, never per chunk).
+#[derive(Debug, Default)]
+pub struct Carrying {
+    by_edge: std::sync::Mutex<HashMap<String, HashMap<u64, Arc<Notify>>>>,
+    next_id: AtomicU64,
+}
+
+/// One relayed stream's place in [`Carrying`]; leaves it when dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    carrying: Arc<Carrying>,
+    edge: String,
+    id: u64,
+    /// Notified when the stream is to leave its edge (an evacuation).
+    pub leave: Arc<Notify>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.carrying.by_edge.lock() {
+            if let Some(on) = map.get_mut(&self.edge) {
+                on.remove(&self.id);
+                if on.is_empty() {
+                    map.remove(&self.edge);
+                }
+            }
+        }
+    }
+}
+
+impl Carrying {
+    /// Register a stream carried from `edge`.
+    pub fn enter(self: &Arc<Self>, edge: &str) -> Ticket {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let leave = Arc::new(Notify::new());
+        if let Ok(mut map) = self.by_edge.lock() {
+            map.entry(edge.to_string())
+                .or_default()
+                .insert(id, leave.clone());
+        }
+        Ticket {
+            carrying: self.clone(),
+            edge: edge.to_string(),
+            id,
+            leave,
+        }
+    }
+
+    /// Relayed streams carried from `edge` now.
+    pub fn count(&self, edge: &str) -> usize {
+        self.by_edge
+            .lock()
+            .map_or(0, |m| m.get(edge).map_or(0, HashMap::len))
+    }
+
+    /// Ask every stream carried from `edge` now to resume on another edge,
+    /// `per_second` of them a second (at least 1), from a background task.
+    /// Returns how many were asked.
+    pub fn evacuate(&self, edge: &str, per_second: u32) -> usize {
+        let leaving: Vec<Arc<Notify>> = self
+            .by_edge
+            .lock()
+            .map(|m| {
+                m.get(edge)
+                    .map(|on| on.values().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let n = leaving.len();
+        let pause = Duration::from_secs(1) / per_second.max(1);
+        tokio::spawn(async move {
+            for leave in leaving {
+                leave.notify_one();
+                tokio::time::sleep(pause).await;
+            }
+        });
+        n
+    }
+}
+
+/// A new edge for a relayed stream whose edge failed.
+#[async_trait::async_trait]
+pub trait Resume: Send {
+    /// Connect to another eligible edge carrying the stream, trying until
+    /// `deadline`: its head and body, or `None`. `why` is the failure.
+    async fn resume(
+        &mut self,
+        why: &(dyn std::error::Error + Send + Sync),
+        deadline: tokio::time::Instant,
+    ) -> Option<(EdgeHead, EdgeHalf)>;
+
+    /// The listener heard nothing for `gap` across a resume.
+    fn resumed(&mut self, gap: Duration);
+
+    /// Notified when the stream is to leave its current edge (evacuated):
+    /// it then resumes on another edge as if its edge had failed.
+    fn leave(&self) -> Arc<Notify>;
+}
+
+/// How long edges may stall and how long to look for another one.
+#[derive(Debug, Clone, Copy)]
+pub struct Failover {
+    /// No byte from the edge for this long: it failed the stream.
+    pub stall: Duration,
+    /// Look for another edge this long; zero: never resume.
+    pub give_up: Duration,
+}
+
+/// What the listener is being sent: framing that holds across edges.
+struct Out {
+    /// Frames of the content type the listener was announced.
+    kind: frames::Kind,
+    /// ICY blocks at the interval the listener was announced.
+    icy: Option<IcyWriter>,
+    /// Scratch for ICY output.
+    scratch: BytesMut,
+}
+
+/// One edge's body as it is read: unsent bytes, framing, ICY blocks.
+struct In {
+    half: EdgeHalf,
+    framer: Framer,
+    icy: Option<IcyReader>,
+    /// Bytes read and not yet sent (ICY blocks removed): whole frames
+    /// waiting for a write, and an incomplete frame held back.
+    buf: BytesMut,
+}
+
+impl In {
+    fn new(head: &EdgeHead, half: EdgeHalf, kind: frames::Kind) -> In {
+        In {
+            half,
+            framer: Framer::new(kind),
+            // An edge that interleaves ICY blocks has them taken out (and
+            // put back at the listener's interval, if it gets them).
+            icy: head.metaint().map(IcyReader::new),
+            buf: BytesMut::with_capacity(RELAY_BUFFER),
+        }
+    }
+}
+
 /// Write `head` to the listener with `extra` header lines (CORS), then the
-/// body from `edge` until one side ends. `is_head`: a HEAD request, answered
-/// with the head alone. An HTTP/1 listener's connection closes after the
-/// body (`Connection: close`), as the edge's did.
+/// body from `edge` until the listener leaves or no edge carries it.
+/// `is_head`: a HEAD request, answered with the head alone; `icy`: the
+/// listener sent `Icy-MetaData: 1`. An HTTP/1 listener's connection closes
+/// after the body (`Connection: close`), as the edge's did.
+///
+/// A streamed 200 ([`EdgeHead::resumable`]) whose edge closes, fails or
+/// stalls is resumed through `resume` within `failover.give_up`, in the
+/// same response: the bytes of an incomplete frame are dropped, the new
+/// edge's bytes start at its first whole frame ([`frames`]), and ICY blocks
+/// keep the listener's interval and title ([`super::icy`]).
 ///
 /// # Errors
 /// Only when the head cannot be built or written (the listener left
@@ -441,8 +619,10 @@ pub async fn carry(
     session: &mut Session,
     head: &EdgeHead,
     extra: &[(&'static str, &str)],
-    mut edge: EdgeHalf,
+    edge: EdgeHalf,
     is_head: bool,
+    failover: Failover,
+    resume: &mut dyn Resume,
 ) -> pingora::Result<End> {
     let mut resp = ResponseHeader::build(head.status, Some(head.headers.len() + extra.len() + 2))?;
     for (name, value) in &head.headers {
@@ -460,21 +640,99 @@ pub async fn carry(
     if empty {
         return Ok(End::Edge);
     }
-    let mut buf = BytesMut::with_capacity(RELAY_BUFFER);
+    let resumable = head.resumable() && !failover.give_up.is_zero();
+    let mut out = Out {
+        kind: if resumable {
+            frames::Kind::of_content_type(head.header("content-type").unwrap_or(""))
+        } else {
+            frames::Kind::Raw
+        },
+        icy: head.metaint().map(IcyWriter::new),
+        scratch: BytesMut::new(),
+    };
+    let mut input = In::new(head, edge, out.kind);
+    let mut last_write = tokio::time::Instant::now();
+    // Whether the edge in use took over from a failed one and has not
+    // written yet.
+    let mut resumed = false;
+    let mut leave = resume.leave();
     loop {
-        let chunk = match edge.next(&mut buf).await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => return Ok(End::EdgeError(e)),
+        let from = input.buf.len();
+        let read = tokio::select! {
+            r = input.half.read_into(&mut input.buf, failover.stall) => r,
+            () = leave.notified(), if resumable => Err(std::io::Error::other("the edge is evacuated")),
         };
-        if let Err(e) = session.write_response_body(Some(chunk), false).await {
-            return Ok(End::Listener(e.to_string()));
+        let failure = match read {
+            Ok(0) => std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the edge closed"),
+            Ok(_) => {
+                if let Some(icy) = input.icy.as_mut() {
+                    icy.strip(&mut input.buf, from);
+                    if let (Some(text), Some(w)) = (icy.take(), out.icy.as_mut()) {
+                        w.set(text);
+                    }
+                }
+                match send_frames(session, &mut input, &mut out).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let now = tokio::time::Instant::now();
+                        if std::mem::take(&mut resumed) {
+                            resume.resumed(now - last_write);
+                        }
+                        last_write = now;
+                    }
+                    Err(e) => return Ok(End::Listener(e.to_string())),
+                }
+                continue;
+            }
+            Err(e) => e,
+        };
+        if !resumable {
+            if failure.kind() == std::io::ErrorKind::UnexpectedEof {
+                let _ = session.write_response_body(None, true).await;
+                return Ok(End::Edge);
+            }
+            return Ok(End::EdgeError(failure));
         }
+        let deadline = tokio::time::Instant::now() + failover.give_up;
+        let Some((new_head, half)) = resume.resume(&failure, deadline).await else {
+            // The frames sent are whole; the held-back partial one is not.
+            let _ = session.write_response_body(None, true).await;
+            return Ok(End::EdgeError(failure));
+        };
+        input = In::new(&new_head, half, out.kind);
+        leave = resume.leave();
+        resumed = true;
     }
-    if let Err(e) = session.write_response_body(None, true).await {
-        return Ok(End::Listener(e.to_string()));
+}
+
+/// Send the whole frames at the start of `input.buf`: true when bytes were
+/// written.
+async fn send_frames(
+    session: &mut Session,
+    input: &mut In,
+    out: &mut Out,
+) -> pingora::Result<bool> {
+    let mut wrote = false;
+    loop {
+        let (skip, end) = input.framer.feed(&input.buf);
+        if end == 0 {
+            return Ok(wrote);
+        }
+        let mut frames = input.buf.split_to(end);
+        let _ = frames.split_to(skip);
+        if frames.is_empty() {
+            continue;
+        }
+        let chunk = match out.icy.as_mut() {
+            None => frames.freeze(),
+            Some(w) => {
+                w.write(&frames, &mut out.scratch);
+                out.scratch.split().freeze()
+            }
+        };
+        session.write_response_body(Some(chunk), false).await?;
+        wrote = true;
     }
-    Ok(End::Edge)
 }
 
 #[cfg(test)]

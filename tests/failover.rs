@@ -1,0 +1,518 @@
+//! Listener continuity in proxy mode: when the relay carrying a proxied
+//! listener dies, castgate resumes the same response from another relay.
+//! The listener's connection stays open, its bytes stay whole MPEG frames,
+//! and a listener that asked for ICY metadata keeps its interval.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use support::{free_port, http_get, wait_until, Castgate, Icecast, IcecastOpts, Source};
+
+/// What one raw listener saw.
+struct Heard {
+    /// The response head.
+    head: String,
+    /// Every body byte.
+    body: Vec<u8>,
+    /// The longest time between two reads that returned bytes.
+    longest_silence: Duration,
+    /// The connection ended (EOF or error) before the test stopped it.
+    closed: Option<String>,
+}
+
+/// A listener on a raw socket that records everything until `stop`.
+fn listen(addr: String, icy: bool, stop: Arc<AtomicBool>) -> JoinHandle<Heard> {
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&addr).expect("connect to castgate");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let meta = if icy { "Icy-MetaData: 1\r\n" } else { "" };
+        write!(s, "GET /apple HTTP/1.1\r\nHost: {addr}\r\n{meta}\r\n").unwrap();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 16384];
+        let mut last = Instant::now();
+        let mut longest = Duration::ZERO;
+        let mut closed = None;
+        while !stop.load(Ordering::Relaxed) {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    closed = Some("EOF".to_string());
+                    break;
+                }
+                Ok(n) => {
+                    let now = Instant::now();
+                    // The wait for the head is not a silence of the stream.
+                    if !all.is_empty() {
+                        longest = longest.max(now - last);
+                    }
+                    last = now;
+                    all.extend_from_slice(&buf[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    closed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let end = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(all.len(), |i| i + 4);
+        Heard {
+            head: String::from_utf8_lossy(&all[..end]).into_owned(),
+            body: all[end..].to_vec(),
+            longest_silence: longest,
+            closed,
+        }
+    })
+}
+
+/// MPEG audio frame length from a 4-byte header (ISO/IEC 11172-3), as an
+/// independent check of what castgate sends.
+fn mpeg_frame_len(h: &[u8]) -> Option<usize> {
+    if h.len() < 4 || h[0] != 0xFF || h[1] & 0xE0 != 0xE0 {
+        return None;
+    }
+    let version = (h[1] >> 3) & 3;
+    let layer = (h[1] >> 1) & 3;
+    let bitrate = usize::from(h[2] >> 4);
+    let rate = usize::from((h[2] >> 2) & 3);
+    let padding = usize::from((h[2] >> 1) & 1);
+    // The sources here are MPEG-1 layer III (libmp3lame, 44.1 kHz).
+    if version != 3 || layer != 1 || bitrate == 0 || bitrate == 15 || rate == 3 {
+        return None;
+    }
+    const KBPS: [usize; 14] = [
+        32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ];
+    let sample_rate = [44_100, 48_000, 32_000][rate];
+    Some(144 * KBPS[bitrate - 1] * 1000 / sample_rate + padding)
+}
+
+/// Take ICY blocks out of `body` at `metaint`: the audio, and the texts of
+/// the non-empty blocks. Panics on a block that is not ICY's.
+fn strip_icy(body: &[u8], metaint: usize) -> (Vec<u8>, Vec<String>) {
+    let mut audio = Vec::new();
+    let mut titles = Vec::new();
+    let mut pos = 0;
+    while pos + metaint < body.len() {
+        audio.extend_from_slice(&body[pos..pos + metaint]);
+        let len = usize::from(body[pos + metaint]) * 16;
+        let start = pos + metaint + 1;
+        if start + len > body.len() {
+            break;
+        }
+        if len > 0 {
+            let text = String::from_utf8_lossy(&body[start..start + len])
+                .trim_end_matches('\0')
+                .to_string();
+            assert!(
+                text.starts_with("StreamTitle='"),
+                "byte {}: not an ICY block: {text:?}",
+                pos + metaint
+            );
+            titles.push(text);
+        }
+        pos = start + len;
+    }
+    (audio, titles)
+}
+
+/// How many whole frames `audio` is, from its first byte; panics at the
+/// first byte that is not a frame start (a torn frame).
+fn whole_frames(audio: &[u8], who: &str) -> usize {
+    let mut pos = 0;
+    let mut frames = 0;
+    while pos + 4 <= audio.len() {
+        let Some(n) = mpeg_frame_len(&audio[pos..]) else {
+            panic!(
+                "{who}: byte {pos} of {} is not an MPEG frame header (after {frames} frames): {:02x?}",
+                audio.len(),
+                &audio[pos..(pos + 8).min(audio.len())]
+            );
+        };
+        pos += n;
+        frames += 1;
+    }
+    frames
+}
+
+fn metric_sum(cg: &Castgate, prefix: &str) -> f64 {
+    let (_, _, body) = http_get(&format!("{}/metrics", cg.admin_url()));
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// 60 proxied listeners, a third with `Icy-MetaData: 1`, on three relays
+/// of one origin; two relays killed one after the other. Every listener's
+/// connection stays open, its bytes are whole MPEG frames from the first to
+/// the last (and whole ICY blocks at the interval it was told), and the
+/// longest silence any listener had is at most 2 s.
+#[test]
+fn proxied_listeners_survive_their_relays_dying() {
+    let origin = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&origin, "/air");
+    let auth = support::basic_auth(support::ADMIN_USER, support::ADMIN_PASSWORD);
+    let (code, _, _) = support::http_request(
+        "GET",
+        &format!(
+            "{}/admin/metadata?mount=/air&mode=updinfo&song=Before",
+            origin.url()
+        ),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(code, 200);
+    let mut relays: Vec<Icecast> = (0..3)
+        .map(|_| Icecast::relay(&origin, &["/air"], IcecastOpts::default()))
+        .collect();
+    for r in &relays {
+        r.wait_mount_live("/air", Duration::from_secs(15));
+    }
+    let (front, admin) = (free_port(), free_port());
+    let edges: String = relays
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            format!(
+                "  - {{ name: r{i}, kind: icecast, url: \"{}\" }}\n",
+                r.url()
+            )
+        })
+        .collect();
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 1s, timeout: 800ms }}
+server: {{ threads: 2 }}
+edges:
+{edges}
+streams:
+  - {{ name: apple, mount: /air, mode: proxy }}
+"#
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("all relays up", Duration::from_secs(15), || {
+        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        s["edges"]
+            .as_array()
+            .is_some_and(|e| e.len() == 3 && e.iter().all(|e| e["up"] == true))
+    });
+    let addr = format!("127.0.0.1:{front}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let listeners: Vec<(bool, JoinHandle<Heard>)> = (0..60)
+        .map(|i| {
+            let icy = i % 3 == 0;
+            std::thread::sleep(Duration::from_millis(20));
+            (icy, listen(addr.clone(), icy, stop.clone()))
+        })
+        .collect();
+    wait_until(
+        "60 listeners on the relays",
+        Duration::from_secs(20),
+        || {
+            relays
+                .iter()
+                .filter_map(|r| r.listeners("/air"))
+                .sum::<u64>()
+                == 60
+        },
+    );
+    let on: Vec<u64> = relays
+        .iter()
+        .map(|r| r.listeners("/air").unwrap_or(0))
+        .collect();
+    eprintln!("listeners per relay before the kills: {on:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    relays[0].kill();
+    std::thread::sleep(Duration::from_secs(4));
+    relays[1].kill();
+    std::thread::sleep(Duration::from_secs(4));
+    // A new title reaches every listener that asked for titles.
+    support::http_request(
+        "GET",
+        &format!(
+            "{}/admin/metadata?mount=/air&mode=updinfo&song=After",
+            origin.url()
+        ),
+        &[("Authorization", &auth)],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let survivor = relays[2].listeners("/air");
+    stop.store(true, Ordering::Relaxed);
+    let mut longest = Duration::ZERO;
+    for (i, (icy, l)) in listeners.into_iter().enumerate() {
+        let heard = l.join().expect("listener thread");
+        let who = format!("listener {i}{}", if icy { " (ICY)" } else { "" });
+        assert!(
+            heard.closed.is_none(),
+            "{who}: connection closed: {:?}",
+            heard.closed
+        );
+        assert!(
+            heard.head.starts_with("HTTP/1.1 200"),
+            "{who}: {}",
+            heard.head
+        );
+        let audio = if icy {
+            let metaint: usize = heard
+                .head
+                .to_ascii_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("icy-metaint:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{who}: no icy-metaint: {}", heard.head));
+            let (audio, titles) = strip_icy(&heard.body, metaint);
+            assert_eq!(
+                titles.first().map(String::as_str),
+                Some("StreamTitle='Before';"),
+                "{who}: {titles:?}"
+            );
+            assert_eq!(
+                titles.last().map(String::as_str),
+                Some("StreamTitle='After';"),
+                "{who}: {titles:?}"
+            );
+            audio
+        } else {
+            heard.body
+        };
+        let frames = whole_frames(&audio, &who);
+        // 17 s of 128 kbit/s MP3 at 38.3 frames a second.
+        assert!(frames > 400, "{who}: only {frames} frames");
+        longest = longest.max(heard.longest_silence);
+    }
+    let failovers = metric_sum(&cg, "castgate_failovers_total{");
+    eprintln!(
+        "60 listeners, two of three relays killed: 0 closed, {failovers} resumes, longest silence {longest:?}, {survivor:?} on the last relay"
+    );
+    assert!(failovers >= 40.0, "{failovers} resumes counted");
+    assert!(
+        longest <= Duration::from_secs(2),
+        "longest silence {longest:?}"
+    );
+    let log = cg.log();
+    assert!(
+        log.contains("relayed stream resumed on another edge"),
+        "{log}"
+    );
+}
+
+/// mpv playing `/apple.m3u` (the chosen relay, then its backups) keeps
+/// playing when that relay dies: it goes to the next entry, and decodes
+/// audio for at least 80% of the time it ran.
+#[test]
+fn mpv_moves_to_a_playlist_backup_when_its_relay_dies() {
+    let mpv = support::require_bin("mpv", "mpv");
+    let origin = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&origin, "/air");
+    let mut relays: Vec<Icecast> = (0..2)
+        .map(|_| Icecast::relay(&origin, &["/air"], IcecastOpts::default()))
+        .collect();
+    for r in &relays {
+        r.wait_mount_live("/air", Duration::from_secs(15));
+    }
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 1s, timeout: 800ms }}
+edges:
+  - {{ name: r0, kind: icecast, url: "{}" }}
+  - {{ name: r1, kind: icecast, url: "{}" }}
+streams:
+  - {{ name: apple, mount: /air }}
+"#,
+        relays[0].url(),
+        relays[1].url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    let both_up = || {
+        wait_until("both relays up", Duration::from_secs(15), || {
+            let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+            let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            s["edges"]
+                .as_array()
+                .is_some_and(|e| e.iter().all(|e| e["up"] == true))
+        })
+    };
+    both_up();
+    let (_, _, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert!(relays.iter().all(|r| body.contains(&r.url())), "{body}");
+    let dir = tempfile::tempdir().unwrap();
+    for list in ["apple.m3u", "apple.pls"] {
+        let pcm = dir.path().join(format!("{list}.pcm"));
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&mpv)
+            .args([
+                "--no-config",
+                "--no-video",
+                "--really-quiet",
+                "--ao=pcm",
+                "--ao-pcm-waveheader=no",
+                "--audio-format=s16",
+                "--audio-channels=stereo",
+                "--audio-samplerate=44100",
+            ])
+            .arg(format!("--ao-pcm-file={}", pcm.display()))
+            .arg(format!("{}/{list}", cg.front_url()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mpv");
+        wait_until("mpv on a relay", Duration::from_secs(10), || {
+            relays.iter().any(|r| r.listeners("/air") == Some(1))
+        });
+        std::thread::sleep(Duration::from_secs(4));
+        let playing = relays
+            .iter()
+            .position(|r| r.listeners("/air") == Some(1))
+            .expect("mpv's relay");
+        relays[playing].kill();
+        std::thread::sleep(Duration::from_secs(10));
+        let ran = started.elapsed();
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("mpv's output");
+        let decoded = std::fs::metadata(&pcm).map_or(0, |m| m.len()) as f64 / (44_100.0 * 4.0);
+        eprintln!(
+            "mpv {list}: relay {playing} killed at 4 s; decoded {decoded:.1} s of audio in {:.1} s",
+            ran.as_secs_f64()
+        );
+        assert!(
+            decoded >= 0.8 * ran.as_secs_f64(),
+            "mpv {list} decoded {decoded:.1} s in {ran:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Bring the relay back for the next playlist.
+        relays[playing].restart();
+        relays[playing].wait_mount_live("/air", Duration::from_secs(15));
+        both_up();
+    }
+}
+
+/// `POST /api/edges/r0/evacuate` under 40 proxied listeners: the relay is
+/// drained and every listener castgate relays from it moves to the other
+/// relay, at most `failover.evacuate_rate` a second, none closed, their
+/// bytes whole MPEG frames; then r0 has no castgate listener.
+#[test]
+fn evacuating_a_relay_moves_its_listeners_without_cutting_one() {
+    const TOKEN: &str = "evacuate-test-token-0123456789";
+    let origin = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&origin, "/air");
+    let relays: Vec<Icecast> = (0..2)
+        .map(|_| Icecast::relay(&origin, &["/air"], IcecastOpts::default()))
+        .collect();
+    for r in &relays {
+        r.wait_mount_live("/air", Duration::from_secs(15));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let (front, admin) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}", token_file: "{}" }}
+poll: {{ interval: 1s, timeout: 800ms }}
+failover: {{ evacuate_rate: 10 }}
+edges:
+  - {{ name: r0, kind: icecast, url: "{}" }}
+  - {{ name: r1, kind: icecast, url: "{}" }}
+streams:
+  - {{ name: apple, mount: /air, mode: proxy }}
+"#,
+        token.display(),
+        relays[0].url(),
+        relays[1].url()
+    );
+    let cg = Castgate::start(&yaml, front, admin);
+    let relayed = |edge: usize| -> u64 {
+        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        s["edges"][edge]["relayed"].as_u64().unwrap_or(u64::MAX)
+    };
+    wait_until("both relays up", Duration::from_secs(15), || {
+        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        s["edges"]
+            .as_array()
+            .is_some_and(|e| e.iter().all(|e| e["up"] == true))
+    });
+    let addr = format!("127.0.0.1:{front}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let listeners: Vec<JoinHandle<Heard>> = (0..40)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(20));
+            listen(addr.clone(), i % 3 == 0, stop.clone())
+        })
+        .collect();
+    wait_until(
+        "40 listeners on the relays",
+        Duration::from_secs(20),
+        || {
+            relays
+                .iter()
+                .filter_map(|r| r.listeners("/air"))
+                .sum::<u64>()
+                == 40
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let on_r0 = relayed(0);
+    assert!(on_r0 > 5, "{on_r0} listeners on r0");
+    let auth = format!("Bearer {TOKEN}");
+    let started = Instant::now();
+    let (code, _, body) = support::http_request(
+        "POST",
+        &format!("{}/api/edges/r0/evacuate", cg.admin_url()),
+        &[("Authorization", &auth), ("Content-Length", "0")],
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["moving"].as_u64(), Some(on_r0), "{reply}");
+    wait_until("r0 evacuated", Duration::from_secs(30), || relayed(0) == 0);
+    let took = started.elapsed();
+    wait_until("r0 has no listener", Duration::from_secs(10), || {
+        relays[0].listeners("/air") == Some(0)
+    });
+    wait_until("r1 has all 40", Duration::from_secs(10), || {
+        relays[1].listeners("/air") == Some(40)
+    });
+    // 10 a second: the last leaves (n - 1) / 10 s after the first.
+    let bound = Duration::from_millis((on_r0 - 1) * 100);
+    assert!(
+        took >= bound,
+        "{on_r0} moved in {took:?}, faster than 10 a second"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for (i, l) in listeners.into_iter().enumerate() {
+        let heard = l.join().expect("listener thread");
+        let who = format!("listener {i}");
+        assert!(
+            heard.closed.is_none(),
+            "{who}: connection closed: {:?}",
+            heard.closed
+        );
+        if i % 3 != 0 {
+            whole_frames(&heard.body, &who);
+        }
+    }
+    eprintln!("evacuate: {on_r0} listeners moved off r0 in {took:?} at 10 a second, none closed");
+}
