@@ -1,36 +1,51 @@
-//! castgate's log output: every line (the access log included) is written
-//! to stderr by one background thread, in batches, off the request path.
+//! castgate's log output: every line (the access log included) is appended
+//! to one in-memory batch and written to stderr by a background thread
+//! every [`FLUSH_EVERY`], off the request path, as nginx's `access_log …
+//! buffer=… flush=…` does.
 //!
 //! Why: with a synchronous writer every access-log line was one `write(2)`
 //! on the request path, and the access log (on by default) cost a third of
-//! the front door's requests per CPU-second (README "Performance"). Here a
-//! request only formats its line and queues it (tracing-appender's
-//! non-blocking writer, as nginx's `access_log … buffer=` batches); the
-//! thread drains the queue into a [`BufWriter`] and flushes once per batch.
+//! the front door's requests per CPU-second. tracing-appender's
+//! non-blocking writer took the write off the request path but still woke
+//! its writer thread for every line (a futex wake per request): it cost
+//! 12% (scripts/bench, 2026-12-01). Here a request formats its line and
+//! appends it under an uncontended lock; nothing else happens per line.
 //!
-//! The queue is bounded ([`QUEUE_LINES`]): when stderr cannot keep up, new
+//! The batch is bounded ([`MAX_BATCH`]): when stderr cannot keep up, new
 //! lines are dropped rather than stalling requests, and counted in
-//! `castgate_log_lines_dropped_total`.
+//! `castgate_log_lines_dropped_total`. The lines still in the batch when the
+//! process exits are written by an `atexit` handler.
 //!
 //! `castgate run --daemon` writes synchronously instead: pingora forks to
 //! detach after the logs are set up, and a writer thread does not survive
 //! a fork.
 
-use std::io::BufWriter;
-use std::sync::OnceLock;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriter};
 
-/// Lines that may wait for the writer thread. A line is ~200 bytes, so the
-/// queue holds at most ~25 MiB; at 100,000 requests a second it covers a
-/// stderr stall of over a second.
-pub const QUEUE_LINES: usize = 128 * 1024;
+/// Longest a line waits in the batch before it is written.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
-/// Bytes gathered before a write to stderr (also written at each batch's
-/// end).
-const WRITE_BUFFER: usize = 64 * 1024;
+/// Largest batch, bytes: about 40,000 access lines (~25 MiB at most in
+/// memory while stderr is stalled). A line that finds the batch full is
+/// dropped and counted.
+pub const MAX_BATCH: usize = 8 << 20;
 
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+/// A batch this large is written at once, not at the next tick.
+const WRITE_AT: usize = 256 << 10;
+
+/// The one batch of the process.
+struct Batch {
+    lines: Mutex<Vec<u8>>,
+    /// Wakes the writer thread early (a large batch).
+    large: Condvar,
+    dropped: AtomicU64,
+}
+
+static BATCH: OnceLock<Batch> = OnceLock::new();
 
 /// How log lines are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,22 +57,15 @@ pub enum Format {
 }
 
 /// Install the global subscriber: `RUST_LOG` filters (default `info`).
-/// `background`: lines go through the writer thread (else each is written
-/// at once, for a process about to fork). Keep the returned guard for the
-/// life of the process: dropping it flushes and stops the writer thread.
-pub fn init(format: Format, background: bool) -> Option<WorkerGuard> {
+/// `background`: lines are batched and written by a writer thread (else
+/// each is written at once, for a process about to fork).
+pub fn init(format: Format, background: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = if background {
-        let (writer, guard) = NonBlockingBuilder::default()
-            .lossy(true)
-            .buffered_lines_limit(QUEUE_LINES)
-            .thread_name("castgate-log")
-            .finish(BufWriter::with_capacity(WRITE_BUFFER, std::io::stderr()));
-        let _ = DROPPED.set(writer.error_counter());
-        (BoxMakeWriter::new(writer), Some(guard))
+    let writer = if background && start_writer() {
+        BoxMakeWriter::new(Batched)
     } else {
-        (BoxMakeWriter::new(std::io::stderr), None)
+        BoxMakeWriter::new(std::io::stderr)
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -68,11 +76,93 @@ pub fn init(format: Format, background: bool) -> Option<WorkerGuard> {
             .init(),
         Format::Json => builder.json().init(),
     }
-    guard
 }
 
-/// Lines dropped because the queue was full, since start (0 before
+/// Lines dropped because the batch was full, since start (0 before
 /// [`init`]).
 pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    BATCH.get().map_or(0, |b| b.dropped.load(Ordering::Relaxed))
+}
+
+/// Start the writer thread and the exit handler; false if either cannot be
+/// had (then lines are written at once).
+fn start_writer() -> bool {
+    let batch = BATCH.get_or_init(|| Batch {
+        lines: Mutex::new(Vec::with_capacity(64 << 10)),
+        large: Condvar::new(),
+        dropped: AtomicU64::new(0),
+    });
+    let spawned = std::thread::Builder::new()
+        .name("castgate-log".into())
+        .spawn(move || loop {
+            let taken = match batch.lines.lock() {
+                Ok(guard) => {
+                    let (mut guard, _) = match batch.large.wait_timeout(guard, FLUSH_EVERY) {
+                        Ok(woken) => woken,
+                        Err(_) => return,
+                    };
+                    std::mem::replace(&mut *guard, Vec::with_capacity(64 << 10))
+                }
+                Err(_) => return,
+            };
+            if !taken.is_empty() {
+                let _ = std::io::stderr().lock().write_all(&taken);
+            }
+        });
+    if spawned.is_err() {
+        return false;
+    }
+    // SAFETY: registers a plain `extern "C"` function with no arguments,
+    // which libc calls from `exit` (pingora ends the process with
+    // `std::process::exit`).
+    unsafe { libc::atexit(write_rest) };
+    true
+}
+
+/// Write what is left in the batch (at exit).
+extern "C" fn write_rest() {
+    if let Some(batch) = BATCH.get() {
+        if let Ok(mut lines) = batch.lines.lock() {
+            let _ = std::io::stderr().lock().write_all(&lines);
+            lines.clear();
+        }
+    }
+}
+
+/// [`MakeWriter`] for the batch.
+struct Batched;
+
+/// Appends one formatted line to the batch.
+struct Append;
+
+impl<'a> MakeWriter<'a> for Batched {
+    type Writer = Append;
+
+    fn make_writer(&'a self) -> Append {
+        Append
+    }
+}
+
+impl Write for Append {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(batch) = BATCH.get() else {
+            return std::io::stderr().write(buf);
+        };
+        let Ok(mut lines) = batch.lines.lock() else {
+            return Ok(buf.len());
+        };
+        if lines.len() + buf.len() > MAX_BATCH {
+            batch.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(buf.len());
+        }
+        lines.extend_from_slice(buf);
+        if lines.len() >= WRITE_AT {
+            batch.large.notify_one();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -118,8 +118,7 @@ fn main() -> ExitCode {
                 LogFormat::Text => castgate::logs::Format::Text,
                 LogFormat::Json => castgate::logs::Format::Json,
             };
-            // Flushes the last lines when `run` returns with an error.
-            let _logs = castgate::logs::init(format, !daemon);
+            castgate::logs::init(format, !daemon);
             let text = match std::fs::read_to_string(&config) {
                 Ok(t) => t,
                 Err(e) => {

@@ -343,13 +343,18 @@ streams:
     );
     let cg = Castgate::start(&yaml, front, admin);
     let both_up = || {
-        wait_until("both relays up", Duration::from_secs(15), || {
-            let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
-            let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            s["edges"]
-                .as_array()
-                .is_some_and(|e| e.iter().all(|e| e["up"] == true))
-        })
+        wait_until(
+            "both relays up with /air live",
+            Duration::from_secs(15),
+            || {
+                let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+                let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                s["edges"].as_array().is_some_and(|e| {
+                    e.iter()
+                        .all(|e| e["up"] == true && e["mounts"].get("/air").is_some())
+                })
+            },
+        )
     };
     both_up();
     let (_, _, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));

@@ -44,13 +44,16 @@ use super::frames::{self, Framer};
 use super::icy::{IcyReader, IcyWriter};
 use crate::config::Edge;
 
-/// Bytes read from an edge at once, and so the relay's memory per
-/// listener. A 128 kbit/s mount delivers 16 KB/s; Icecast writes it in
-/// blocks of its `burst`/queue size (4 KiB by default), so 16 KiB holds
-/// several blocks and a reader woken late still drains the socket in one
-/// read. Measured with scripts/bench's proxy section (README
-/// "Performance").
-pub const RELAY_BUFFER: usize = 16 * 1024;
+/// Bytes held from an edge at once, and so the relay's memory per
+/// listener (the buffer is reused). A 128 kbit/s mount delivers 16 KB/s in
+/// writes of a few KiB; only the burst Icecast sends on connect (64 KB by
+/// default) fills the buffer. Measured with scripts/bench's proxy section
+/// (README "Performance"): 16 KiB gave 68 MiB for 1,000 listeners, 8 KiB
+/// the figure there, with no listener under its rate.
+pub const RELAY_BUFFER: usize = 8 * 1024;
+
+/// Fewest bytes asked of an edge in one read.
+const MIN_READ: usize = 4096;
 
 /// Largest response head accepted from an edge, bytes.
 pub const MAX_EDGE_HEAD: usize = 16 * 1024;
@@ -406,13 +409,15 @@ impl EdgeHalf {
         if self.remaining == Some(0) {
             return Ok(0);
         }
-        // Reclaims the memory of chunks already written where it can.
-        buf.reserve(RELAY_BUFFER);
+        // Read up to RELAY_BUFFER held in all (the bytes held back count),
+        // so that the buffer's own memory is taken back (the chunks written
+        // from it are dropped once written) instead of a larger one being
+        // allocated; at least MIN_READ, for a frame larger than the buffer.
+        let want = RELAY_BUFFER.saturating_sub(buf.len()).max(MIN_READ);
+        buf.reserve(want);
         let room = match self.remaining {
-            Some(left) => usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(RELAY_BUFFER),
-            None => RELAY_BUFFER,
+            Some(left) => usize::try_from(left).unwrap_or(usize::MAX).min(want),
+            None => want,
         };
         let mut limited = (&mut self.stream).take(room as u64);
         let n = match tokio::time::timeout(stall, limited.read_buf(buf)).await {

@@ -1159,6 +1159,10 @@ pub struct Castgate {
     dir: TempDir,
 }
 
+/// How long [`Castgate::log`] waits for castgate's log writer: four of its
+/// 50 ms batch intervals.
+const LOG_BATCH_WAIT: Duration = Duration::from_millis(200);
+
 impl Castgate {
     /// Path of the binary under test (built by cargo for integration tests).
     pub fn bin() -> &'static str {
@@ -1328,8 +1332,12 @@ impl Castgate {
         child.wait().ok()
     }
 
-    /// Everything castgate wrote to stdout and stderr so far.
+    /// Everything castgate wrote to stdout and stderr so far. castgate
+    /// writes its log lines in batches every 50 ms (`src/logs.rs`): this
+    /// waits past a few batches first, so a line logged before the call is
+    /// in the answer.
     pub fn log(&self) -> String {
+        thread::sleep(LOG_BATCH_WAIT);
         fs::read(self.dir.path().join("castgate.log"))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default()
