@@ -5,11 +5,15 @@
 //!
 //! Why: with a synchronous writer every access-log line was one `write(2)`
 //! on the request path, and the access log (on by default) cost a third of
-//! the front door's requests per CPU-second. tracing-appender's
-//! non-blocking writer took the write off the request path but still woke
-//! its writer thread for every line (a futex wake per request): it cost
-//! 12% (scripts/bench, 2026-12-01). Here a request formats its line and
-//! appends it under an uncontended lock; nothing else happens per line.
+//! the front door's requests per CPU-second. Taking the write off the
+//! request path (tracing-appender's non-blocking writer, then this batch)
+//! was not enough: formatting the line through tracing-subscriber's fmt
+//! layer (a field visitor and `core::fmt` per field, its timestamp type)
+//! cost 4.7 µs a request, 25% of a playlist answer's CPU (measured
+//! 2026-12-01, same binary with `RUST_LOG=warn`). So the access line is
+//! written by [`access`], which formats it in tracing-subscriber's own
+//! text and JSON layouts (the same lines as before) into a reused buffer;
+//! other log lines still go through tracing.
 //!
 //! The batch is bounded ([`MAX_BATCH`]): when stderr cannot keep up, new
 //! lines are dropped rather than stalling requests, and counted in
@@ -37,6 +41,9 @@ pub const MAX_BATCH: usize = 8 << 20;
 /// A batch this large is written at once, not at the next tick.
 const WRITE_AT: usize = 256 << 10;
 
+/// The layout chosen by [`init`], for [`access`].
+static LAYOUT: OnceLock<Format> = OnceLock::new();
+
 /// The one batch of the process.
 struct Batch {
     lines: Mutex<Vec<u8>>,
@@ -62,6 +69,7 @@ pub enum Format {
 pub fn init(format: Format, background: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = LAYOUT.set(format);
     let writer = if background && start_writer() {
         BoxMakeWriter::new(Batched)
     } else {
@@ -127,6 +135,80 @@ extern "C" fn write_rest() {
             lines.clear();
         }
     }
+}
+
+/// One front-door request, for [`access`].
+#[derive(Clone, Copy)]
+pub struct AccessLine<'a> {
+    /// The client's address (`ip:port`), if known.
+    pub client: Option<&'a dyn std::fmt::Display>,
+    /// Request method.
+    pub method: &'a str,
+    /// Request path (no query).
+    pub path: &'a str,
+    /// Stream name, `-` for none.
+    pub stream: &'a str,
+    /// `format` metric label.
+    pub format: &'a str,
+    /// Edge chosen or asked, `-` for none.
+    pub edge: &'a str,
+    /// HTTP status answered.
+    pub code: u16,
+    /// Time from the request's start to its end, microseconds.
+    pub micros: u64,
+}
+
+/// Write one access-log line (target `castgate::access`, level INFO, the
+/// fields of [`AccessLine`]) in the layout of the rest of the log:
+///
+/// - text: `2026-12-01T21:05:51.534741Z  INFO castgate::access:
+///   client=127.0.0.1:50412 method=GET path=/apple.m3u stream="apple"
+///   format="m3u" edge="a" code=200 micros=57`;
+/// - JSON: `{"timestamp":…,"level":"INFO","fields":{"client":…,…},
+///   "target":"castgate::access"}`.
+///
+/// Nothing is written when `RUST_LOG` filters the target out.
+pub fn access(line: &AccessLine<'_>) {
+    use std::fmt::Write as _;
+    if !tracing::enabled!(target: "castgate::access", tracing::Level::INFO) {
+        return;
+    }
+    thread_local! {
+        static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+    }
+    LINE.with(|cell| {
+        let Ok(mut out) = cell.try_borrow_mut() else {
+            return;
+        };
+        out.clear();
+        let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+        let client = line.client.map(|c| c.to_string()).unwrap_or_default();
+        match LAYOUT.get().copied().unwrap_or(Format::Text) {
+            Format::Text => {
+                let _ = writeln!(
+                    out,
+                    "{now}  INFO castgate::access: client={client} method={} path={} stream={:?} format={:?} edge={:?} code={} micros={}",
+                    line.method, line.path, line.stream, line.format, line.edge, line.code, line.micros
+                );
+            }
+            Format::Json => {
+                let json = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+                let _ = writeln!(
+                    out,
+                    "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",\"fields\":{{\"client\":{},\"method\":{},\"path\":{},\"stream\":{},\"format\":{},\"edge\":{},\"code\":{},\"micros\":{}}},\"target\":\"castgate::access\"}}",
+                    json(&client),
+                    json(line.method),
+                    json(line.path),
+                    json(line.stream),
+                    json(line.format),
+                    json(line.edge),
+                    line.code,
+                    line.micros
+                );
+            }
+        }
+        let _ = Append.write_all(out.as_bytes());
+    });
 }
 
 /// [`MakeWriter`] for the batch.

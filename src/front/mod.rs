@@ -1425,22 +1425,18 @@ impl ProxyHttp for FrontDoor {
         if self.state.snapshot.load().config.access_log {
             let (stream, format, edge) = ctx.access.clone().unwrap_or((None, "-", None));
             let micros = ctx.started.map_or(0, |t| t.elapsed().as_micros() as u64);
-            let client = session
-                .client_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
+            let client = session.client_addr();
             let req = session.req_header();
-            tracing::info!(
-                target: "castgate::access",
-                client = %client,
-                method = %req.method,
-                path = %req.uri.path(),
-                stream = stream.as_deref().unwrap_or("-"),
+            crate::logs::access(&crate::logs::AccessLine {
+                client: client.map(|a| a as &dyn std::fmt::Display),
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                stream: stream.as_deref().unwrap_or("-"),
                 format,
-                edge = edge.as_deref().unwrap_or("-"),
-                code = status,
+                edge: edge.as_deref().unwrap_or("-"),
+                code: status,
                 micros,
-            );
+            });
         }
     }
 }
