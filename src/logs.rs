@@ -182,30 +182,62 @@ pub fn access(line: &AccessLine<'_>) {
         };
         out.clear();
         let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
-        let client = line.client.map(|c| c.to_string()).unwrap_or_default();
-        match LAYOUT.get().copied().unwrap_or(Format::Text) {
-            Format::Text => {
-                let _ = writeln!(
-                    out,
-                    "{now}  INFO castgate::access: client={client} method={} path={} stream={:?} format={:?} edge={:?} code={} micros={}",
-                    line.method, line.path, line.stream, line.format, line.edge, line.code, line.micros
-                );
+        let json = LAYOUT.get().copied() == Some(Format::Json);
+        // Field values in the layout's quoting: text quotes strings the way
+        // `{:?}` does, JSON as JSON strings; plain strings take a fast path.
+        let quoted = |out: &mut String, v: &str| {
+            let plain = v
+                .bytes()
+                .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f);
+            if plain {
+                out.push('"');
+                out.push_str(v);
+                out.push('"');
+            } else if json {
+                out.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into()));
+            } else {
+                let _ = write!(out, "{v:?}");
             }
-            Format::Json => {
-                let json = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-                let _ = writeln!(
-                    out,
-                    "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",\"fields\":{{\"client\":{},\"method\":{},\"path\":{},\"stream\":{},\"format\":{},\"edge\":{},\"code\":{},\"micros\":{}}},\"target\":\"castgate::access\"}}",
-                    json(&client),
-                    json(line.method),
-                    json(line.path),
-                    json(line.stream),
-                    json(line.format),
-                    json(line.edge),
-                    line.code,
-                    line.micros
-                );
+        };
+        if json {
+            let _ = write!(
+                out,
+                "{{\"timestamp\":\"{now}\",\"level\":\"INFO\",\"fields\":{{\"client\":\""
+            );
+            if let Some(c) = line.client {
+                let _ = write!(out, "{c}");
             }
+            out.push_str("\",\"method\":");
+            quoted(&mut out, line.method);
+            out.push_str(",\"path\":");
+            quoted(&mut out, line.path);
+            out.push_str(",\"stream\":");
+            quoted(&mut out, line.stream);
+            out.push_str(",\"format\":");
+            quoted(&mut out, line.format);
+            out.push_str(",\"edge\":");
+            quoted(&mut out, line.edge);
+            let _ = writeln!(
+                out,
+                ",\"code\":{},\"micros\":{}}},\"target\":\"castgate::access\"}}",
+                line.code, line.micros
+            );
+        } else {
+            let _ = write!(out, "{now}  INFO castgate::access: client=");
+            if let Some(c) = line.client {
+                let _ = write!(out, "{c}");
+            }
+            out.push_str(" method=");
+            out.push_str(line.method);
+            out.push_str(" path=");
+            out.push_str(line.path);
+            out.push_str(" stream=");
+            quoted(&mut out, line.stream);
+            out.push_str(" format=");
+            quoted(&mut out, line.format);
+            out.push_str(" edge=");
+            quoted(&mut out, line.edge);
+            let _ = writeln!(out, " code={} micros={}", line.code, line.micros);
         }
         let _ = Append.write_all(out.as_bytes());
     });
