@@ -147,6 +147,48 @@ fn whole_frames(audio: &[u8], who: &str) -> usize {
     frames
 }
 
+/// `n` Icecast relays of `origin`'s `/air`, each live.
+fn relays_of(origin: &Icecast, n: usize) -> Vec<Icecast> {
+    let relays: Vec<Icecast> = (0..n)
+        .map(|_| Icecast::relay(origin, &["/air"], IcecastOpts::default()))
+        .collect();
+    for r in &relays {
+        r.wait_mount_live("/air", Duration::from_secs(15));
+    }
+    relays
+}
+
+/// Wait until the relays together count `n` listeners on `/air`.
+fn wait_listeners_on(relays: &[Icecast], n: u64) {
+    wait_until(
+        &format!("{n} listeners on the relays"),
+        Duration::from_secs(20),
+        || {
+            relays
+                .iter()
+                .filter_map(|r| r.listeners("/air"))
+                .sum::<u64>()
+                == n
+        },
+    );
+}
+
+/// Wait until castgate sees every edge up with `/air` live on it.
+fn wait_all_live(cg: &Castgate) {
+    wait_until(
+        "every relay up with /air live",
+        Duration::from_secs(15),
+        || {
+            let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
+            let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            s["edges"].as_array().is_some_and(|e| {
+                e.iter()
+                    .all(|e| e["up"] == true && e["mounts"].get("/air").is_some())
+            })
+        },
+    );
+}
+
 fn metric_sum(cg: &Castgate, prefix: &str) -> f64 {
     let (_, _, body) = http_get(&format!("{}/metrics", cg.admin_url()));
     String::from_utf8_lossy(&body)
@@ -175,12 +217,7 @@ fn proxied_listeners_survive_their_relays_dying() {
         &[("Authorization", &auth)],
     );
     assert_eq!(code, 200);
-    let mut relays: Vec<Icecast> = (0..3)
-        .map(|_| Icecast::relay(&origin, &["/air"], IcecastOpts::default()))
-        .collect();
-    for r in &relays {
-        r.wait_mount_live("/air", Duration::from_secs(15));
-    }
+    let mut relays = relays_of(&origin, 3);
     let (front, admin) = (free_port(), free_port());
     let edges: String = relays
         .iter()
@@ -205,13 +242,7 @@ streams:
 "#
     );
     let cg = Castgate::start(&yaml, front, admin);
-    wait_until("all relays up", Duration::from_secs(15), || {
-        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
-        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        s["edges"]
-            .as_array()
-            .is_some_and(|e| e.len() == 3 && e.iter().all(|e| e["up"] == true))
-    });
+    wait_all_live(&cg);
     let addr = format!("127.0.0.1:{front}");
     let stop = Arc::new(AtomicBool::new(false));
     let listeners: Vec<(bool, JoinHandle<Heard>)> = (0..60)
@@ -221,17 +252,7 @@ streams:
             (icy, listen(addr.clone(), icy, stop.clone()))
         })
         .collect();
-    wait_until(
-        "60 listeners on the relays",
-        Duration::from_secs(20),
-        || {
-            relays
-                .iter()
-                .filter_map(|r| r.listeners("/air"))
-                .sum::<u64>()
-                == 60
-        },
-    );
+    wait_listeners_on(&relays, 60);
     let on: Vec<u64> = relays
         .iter()
         .map(|r| r.listeners("/air").unwrap_or(0))
@@ -320,12 +341,7 @@ fn mpv_moves_to_a_playlist_backup_when_its_relay_dies() {
     let mpv = support::require_bin("mpv", "mpv");
     let origin = Icecast::origin(IcecastOpts::default());
     let _src = Source::start(&origin, "/air");
-    let mut relays: Vec<Icecast> = (0..2)
-        .map(|_| Icecast::relay(&origin, &["/air"], IcecastOpts::default()))
-        .collect();
-    for r in &relays {
-        r.wait_mount_live("/air", Duration::from_secs(15));
-    }
+    let mut relays = relays_of(&origin, 2);
     let (front, admin) = (free_port(), free_port());
     let yaml = format!(
         r#"
@@ -342,21 +358,7 @@ streams:
         relays[1].url()
     );
     let cg = Castgate::start(&yaml, front, admin);
-    let both_up = || {
-        wait_until(
-            "both relays up with /air live",
-            Duration::from_secs(15),
-            || {
-                let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
-                let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                s["edges"].as_array().is_some_and(|e| {
-                    e.iter()
-                        .all(|e| e["up"] == true && e["mounts"].get("/air").is_some())
-                })
-            },
-        )
-    };
-    both_up();
+    wait_all_live(&cg);
     let (_, _, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));
     let body = String::from_utf8_lossy(&body).into_owned();
     assert!(relays.iter().all(|r| body.contains(&r.url())), "{body}");
@@ -407,7 +409,7 @@ streams:
         // Bring the relay back for the next playlist.
         relays[playing].restart();
         relays[playing].wait_mount_live("/air", Duration::from_secs(15));
-        both_up();
+        wait_all_live(&cg);
     }
 }
 
@@ -420,12 +422,7 @@ fn evacuating_a_relay_moves_its_listeners_without_cutting_one() {
     const TOKEN: &str = "evacuate-test-token-0123456789";
     let origin = Icecast::origin(IcecastOpts::default());
     let _src = Source::start(&origin, "/air");
-    let relays: Vec<Icecast> = (0..2)
-        .map(|_| Icecast::relay(&origin, &["/air"], IcecastOpts::default()))
-        .collect();
-    for r in &relays {
-        r.wait_mount_live("/air", Duration::from_secs(15));
-    }
+    let relays = relays_of(&origin, 2);
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
@@ -452,13 +449,7 @@ streams:
         let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         s["edges"][edge]["relayed"].as_u64().unwrap_or(u64::MAX)
     };
-    wait_until("both relays up", Duration::from_secs(15), || {
-        let (_, _, body) = http_get(&format!("{}/status.json", cg.admin_url()));
-        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        s["edges"]
-            .as_array()
-            .is_some_and(|e| e.iter().all(|e| e["up"] == true))
-    });
+    wait_all_live(&cg);
     let addr = format!("127.0.0.1:{front}");
     let stop = Arc::new(AtomicBool::new(false));
     let listeners: Vec<JoinHandle<Heard>> = (0..40)
@@ -467,17 +458,7 @@ streams:
             listen(addr.clone(), i % 3 == 0, stop.clone())
         })
         .collect();
-    wait_until(
-        "40 listeners on the relays",
-        Duration::from_secs(20),
-        || {
-            relays
-                .iter()
-                .filter_map(|r| r.listeners("/air"))
-                .sum::<u64>()
-                == 40
-        },
-    );
+    wait_listeners_on(&relays, 40);
     std::thread::sleep(Duration::from_secs(2));
     let on_r0 = relayed(0);
     assert!(on_r0 > 5, "{on_r0} listeners on r0");

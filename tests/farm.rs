@@ -54,13 +54,14 @@ fn live_edge() -> (Icecast, Source) {
     (ice, src)
 }
 
-/// The edge URL a playlist answer points at (its last non-comment line).
+/// The edge URL a playlist answer points at first (its first non-comment
+/// line; backups follow).
 fn m3u_target(cg: &Castgate) -> (u16, String) {
     let (code, _, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));
     let body = String::from_utf8_lossy(&body).into_owned();
     let url = body
         .lines()
-        .rfind(|l| !l.starts_with('#') && !l.is_empty())
+        .find(|l| !l.starts_with('#') && !l.is_empty())
         .unwrap_or("")
         .to_string();
     (code, url)
