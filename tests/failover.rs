@@ -202,7 +202,7 @@ fn metric_sum(cg: &Castgate, prefix: &str) -> f64 {
 /// of one origin; two relays killed one after the other. Every listener's
 /// connection stays open, its bytes are whole MPEG frames from the first to
 /// the last (and whole ICY blocks at the interval it was told), and the
-/// longest silence any listener had is at most 2 s.
+/// longest silence any listener had is at most 3 s (see the bound below).
 #[test]
 fn proxied_listeners_survive_their_relays_dying() {
     let origin = Icecast::origin(IcecastOpts::default());
@@ -322,8 +322,13 @@ streams:
         "60 listeners, two of three relays killed: 0 closed, {failovers} resumes, longest silence {longest:?}, {survivor:?} on the last relay"
     );
     assert!(failovers >= 40.0, "{failovers} resumes counted");
+    // A killed relay closes its connections, so a resume starts at once:
+    // the silence is the relay's last gap before the kill plus one connect
+    // and head. Measured 1.4 s alone and 2.3 s with the whole suite on two
+    // cores (debug build); the bound is failover.stall (2 s) plus 1 s, so
+    // a resume that waited for stall detection would still show.
     assert!(
-        longest <= Duration::from_secs(2),
+        longest <= Duration::from_secs(3),
         "longest silence {longest:?}"
     );
     let log = cg.log();
@@ -472,6 +477,7 @@ streams:
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(reply["moving"].as_u64(), Some(on_r0), "{reply}");
+    assert_eq!(reply["state"], "disabled", "{reply}");
     wait_until("r0 evacuated", Duration::from_secs(30), || relayed(0) == 0);
     let took = started.elapsed();
     wait_until("r0 has no listener", Duration::from_secs(10), || {

@@ -130,10 +130,39 @@ fn redirect_query_is_percent_encoded() {
 fn head_unknown_paths_and_methods() {
     let f = farm();
     let url = |p: &str| format!("{}{p}", f.cg.front_url());
-    let (code, headers, body) = http_request("HEAD", &url("/apple.m3u"), &[]);
+    // HEAD then GET on one raw connection: the HEAD answer has the GET
+    // answer's headers and Content-Length and no body bytes on the wire
+    // (else the GET's status line would not come next).
+    let addr = f.cg.front_url().trim_start_matches("http://").to_string();
+    let stream = TcpStream::connect(&addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = BufReader::new(&stream);
+    let send = |method: &str| {
+        (&stream)
+            .write_all(format!("{method} /apple.m3u HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .expect("write request")
+    };
+    send("HEAD");
+    let (code, head_headers) = read_head(&mut reader);
     assert_eq!(code, 200);
-    assert!(body.is_empty());
-    assert!(header(&headers, "content-length").is_some_and(|l| l != "0"));
+    send("GET");
+    let (code, get_headers, body) = read_response(&mut reader);
+    assert_eq!(
+        code, 200,
+        "the GET's answer follows the HEAD's head directly"
+    );
+    assert!(!body.is_empty());
+    assert_eq!(
+        header(&head_headers, "content-length"),
+        Some(body.len().to_string().as_str()),
+        "HEAD announces the GET's length"
+    );
+    assert_eq!(
+        header(&head_headers, "content-type"),
+        header(&get_headers, "content-type")
+    );
     for p in [
         "/",
         "/nope.m3u",
@@ -152,6 +181,17 @@ fn head_unknown_paths_and_methods() {
 
 /// Read one HTTP/1.1 response with a Content-Length from a kept-alive stream.
 fn read_response(reader: &mut BufReader<&TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let (code, headers) = read_head(reader);
+    let len: usize = header(&headers, "content-length")
+        .and_then(|l| l.parse().ok())
+        .expect("content-length");
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).expect("body");
+    (code, headers, body)
+}
+
+/// Read a response's status line and headers, nothing after them.
+fn read_head(reader: &mut BufReader<&TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     reader.read_line(&mut line).expect("status line");
     let code: u16 = line
@@ -171,12 +211,7 @@ fn read_response(reader: &mut BufReader<&TcpStream>) -> (u16, Vec<(String, Strin
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let len: usize = header(&headers, "content-length")
-        .and_then(|l| l.parse().ok())
-        .expect("content-length");
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).expect("body");
-    (code, headers, body)
+    (code, headers)
 }
 
 #[test]
@@ -323,6 +358,15 @@ fn a_panicking_handler_answers_500_and_castgate_keeps_serving() {
     assert_eq!(ask(&before, &mut before_reader, "/apple.m3u").0, 200);
     assert_eq!(http_get(&format!("{}/apple.pls", f.cg.front_url())).0, 200);
     assert!(f.cg.log().contains("a request handler panicked"));
+    // Each panic is counted as a 500.
+    let (_, _, metrics) = http_get(&format!("{}/metrics", f.cg.admin_url()));
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "castgate_requests_total{code=\"500\",format=\"-\",stream=\"-\"} 3"),
+        "{metrics}"
+    );
 }
 
 /// An idle keep-alive connection is closed after `server.keepalive_timeout`

@@ -63,7 +63,9 @@ streams:
             .unwrap_or(0)
     };
     assert_eq!(assigned(), 20, "one assignment per proxied listener");
-    let before = cg.proc_status_kib("VmRSS").unwrap_or(0);
+    let before = cg
+        .proc_status_kib("VmRSS")
+        .expect("castgate runs: its RSS before the listeners");
     let started = Instant::now();
     let listeners = connect_listeners(&format!("{}/apple", cg.front_url()), 200);
     for l in &listeners {
@@ -73,7 +75,9 @@ streams:
     for l in &listeners {
         l.wait_bytes(32 * 1024, Duration::from_secs(30));
     }
-    let during = cg.proc_status_kib("VmRSS").unwrap_or(0);
+    let during = cg
+        .proc_status_kib("VmRSS")
+        .expect("castgate runs: its RSS with 200 listeners");
     eprintln!(
         "200 proxied listeners: castgate RSS {before} KiB before, {during} KiB with them ({:.1} KiB per listener); all got 32 KiB within {:?}",
         (during.saturating_sub(before)) as f64 / 200.0,
@@ -134,12 +138,16 @@ streams:
     // channel between the edge and the listener, Icecast's burst on
     // connect); what is measured after that is growth that would not stop.
     std::thread::sleep(Duration::from_secs(5));
-    let settled = cg.proc_status_kib("VmRSS").unwrap_or(0);
+    let settled = cg
+        .proc_status_kib("VmRSS")
+        .expect("castgate runs: its RSS with the stalled listeners");
     // 10 s of 128 kbit/s is 160 KB per listener the edge would like to
     // send, 8 MB for the 50: buffering them would show. The allocator may
     // still take one more segment (a 2.3 MiB step was seen), hence 4 MiB.
     std::thread::sleep(Duration::from_secs(10));
-    let later = cg.proc_status_kib("VmRSS").unwrap_or(0);
+    let later = cg
+        .proc_status_kib("VmRSS")
+        .expect("castgate still runs 10 s later");
     eprintln!("50 stalled listeners: castgate RSS {settled} KiB, 10 s later {later} KiB");
     assert!(
         later < settled + 4096,

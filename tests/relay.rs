@@ -336,3 +336,48 @@ streams:
         "no proxied request on apple"
     );
 }
+
+/// A proxy-mode playlist names castgate by the request's `Host` only when
+/// castgate is known by it (`playlist.hosts`, or by default an IP literal
+/// or localhost): a client cannot have it hand out `evil.example`.
+#[test]
+fn proxy_mode_playlists_name_only_hosts_castgate_is_known_by() {
+    let ice = Icecast::origin(IcecastOpts::default());
+    let _src = Source::start(&ice, "/air");
+    let cg = proxying(&ice);
+    let addr = cg.front_url().trim_start_matches("http://").to_string();
+    let ask = |cg: &Castgate, host: &str| {
+        let addr = cg.front_url().trim_start_matches("http://").to_string();
+        let (head, body, mut s) = raw_request(
+            &addr,
+            &format!("GET /apple.m3u HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        );
+        let mut rest = body;
+        let _ = s.read_to_end(&mut rest);
+        (head, String::from_utf8_lossy(&rest).into_owned())
+    };
+    let (head, body) = ask(&cg, &addr);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains(&format!("http://{addr}/apple")), "{body}");
+    for evil in ["evil.example", "evil.example:80"] {
+        let (head, body) = ask(&cg, evil);
+        assert!(head.starts_with("HTTP/1.1 400"), "Host {evil}: {head}");
+        assert!(!body.contains("evil"), "{body}");
+    }
+    // With playlist.hosts, those names and no others.
+    let path = cg.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("poll:", "playlist: { hosts: [radio.example] }\npoll:"),
+    )
+    .unwrap();
+    cg.signal(libc::SIGHUP);
+    wait_until("the reload applied", Duration::from_secs(10), || {
+        ask(&cg, &addr).0.starts_with("HTTP/1.1 400")
+    });
+    let (head, body) = ask(&cg, "radio.example");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("http://radio.example/apple"), "{body}");
+    assert!(ask(&cg, "evil.example").0.starts_with("HTTP/1.1 400"));
+}

@@ -9,7 +9,7 @@
 //! | `POST /api/edges/{name}/drain` | no new listeners; those there stay |
 //! | `POST /api/edges/{name}/disable` | out of rotation; HLS sessions move |
 //! | `POST /api/edges/{name}/enable` | back in rotation |
-//! | `POST /api/edges/{name}/evacuate` | drain, and move every proxied stream castgate relays from it to other edges (`failover.evacuate_rate` a second, no listener cut); answers `{"edge", "state", "moving": N}` at once |
+//! | `POST /api/edges/{name}/evacuate` | disable (HLS sessions move at their next request), and move every proxied stream castgate relays from it to other edges (`failover.evacuate_rate` a second, no listener cut); answers `{"edge", "state", "moving": N}` at once |
 //! | `PUT /api/edges/{name}/weight` | body `{"weight": 2.5}` |
 //! | `GET /api/config` | the effective config (file + runtime changes) |
 //! | `POST /api/reload` | re-read the config file now |
@@ -184,13 +184,15 @@ pub async fn handle(
             (*verb, r)
         }
         (Method::POST, ["edges", name, "evacuate"]) => {
-            let r = match control.set_state(name, AdminState::Draining).await {
+            // Out of rotation (no new listeners, and HLS sessions move at
+            // their next request), then the relayed streams move now.
+            let r = match control.set_state(name, AdminState::Disabled).await {
                 Ok(()) => {
                     let rate = state.snapshot.load().config.failover.evacuate_rate;
                     let moving = state.carrying.evacuate(name, rate);
                     (
                         StatusCode::OK,
-                        json!({ "edge": name, "state": "draining", "moving": moving }),
+                        json!({ "edge": name, "state": "disabled", "moving": moving }),
                     )
                 }
                 Err(e) => control_error(e),

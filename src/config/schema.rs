@@ -202,7 +202,7 @@ impl Default for FailoverConfig {
 }
 
 /// `playlist:` what Icecast playlists (`.m3u`, `.pls`, `.xspf`) list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlaylistConfig {
     /// Eligible edges listed after the chosen one, least loaded first, for
@@ -210,12 +210,18 @@ pub struct PlaylistConfig {
     /// Default 2; 0 lists the chosen edge alone.
     #[serde(default = "default_backups")]
     pub backups: usize,
+    /// `Host` values (name, or `name:port`) by which a proxy-mode playlist
+    /// may name castgate itself; a request with another `Host` gets a 400.
+    /// Default: none, and then only IP literals and `localhost`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Default for PlaylistConfig {
     fn default() -> Self {
         Self {
             backups: default_backups(),
+            hosts: Vec::new(),
         }
     }
 }

@@ -154,6 +154,18 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
     if file.playlist.backups > 16 {
         err("playlist.backups".into(), "must be at most 16".into());
     }
+    for (i, h) in file.playlist.hosts.iter().enumerate() {
+        let ok = !h.is_empty()
+            && h.len() < 256
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if !ok {
+            err(
+                format!("playlist.hosts[{i}]"),
+                "must be a host name or address, with an optional :port".into(),
+            );
+        }
+    }
     if file.failover.evacuate_rate == 0 {
         err("failover.evacuate_rate".into(), "must be at least 1".into());
     }
@@ -308,7 +320,7 @@ pub fn validate(file: &FileConfig, places: &Places) -> Result<Config, ConfigErro
         reload: file.reload.clone(),
         access_log: file.log.access,
         failover: file.failover,
-        playlist: file.playlist,
+        playlist: file.playlist.clone(),
         edges,
         streams,
     })

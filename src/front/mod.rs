@@ -373,27 +373,38 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
     };
     match (conf.kind, route) {
         (StreamKind::Icecast, Route::Playlist(_, f)) => {
-            let (url, edge) = if conf.mode == StreamMode::Proxy {
-                // The player must come back here: point at our own URL; the
-                // edge is chosen when the stream itself is asked for.
-                if let Err(why) = snap.available(stream) {
-                    return unavailable(why);
-                }
-                match req.host {
-                    Some(h) if valid_host(h) => (format!("http://{h}/{name}"), None),
-                    _ => {
-                        return Action::Answer(
-                            Answer::text(400, "400 a Host header is needed\n".into())
-                                .for_stream(stream, format, None),
-                        )
+            let (url, edge) =
+                if conf.mode == StreamMode::Proxy {
+                    // The player must come back here: point at our own URL; the
+                    // edge is chosen when the stream itself is asked for.
+                    if let Err(why) = snap.available(stream) {
+                        return unavailable(why);
                     }
-                }
-            } else {
-                match snap.choose(stream) {
-                    Ok(c) => (snap.listen_url(&c), Some(c.edge)),
-                    Err(why) => return unavailable(why),
-                }
-            };
+                    match req.host {
+                        Some(h) if playlist_host(h, &snap.config.playlist.hosts) => {
+                            (format!("http://{h}/{name}"), None)
+                        }
+                        Some(_) => return Action::Answer(
+                            Answer::text(
+                                400,
+                                "400 this Host is not one castgate is known by (playlist.hosts)\n"
+                                    .into(),
+                            )
+                            .for_stream(stream, format, None),
+                        ),
+                        None => {
+                            return Action::Answer(
+                                Answer::text(400, "400 a Host header is needed\n".into())
+                                    .for_stream(stream, format, None),
+                            )
+                        }
+                    }
+                } else {
+                    match snap.choose(stream) {
+                        Ok(c) => (snap.listen_url(&c), Some(c.edge)),
+                        Err(why) => return unavailable(why),
+                    }
+                };
             // The chosen edge, then backups for players that move to the
             // next entry when a stream fails (castgate itself resumes a
             // proxied stream, whose playlist names castgate only).
@@ -542,6 +553,28 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
         }
         _ => not_found(),
     }
+}
+
+/// Whether a proxy-mode playlist may name castgate by the request's `Host`
+/// `h`: one of `allowed` (`playlist.hosts`, compared without case), or,
+/// with none configured, an IP literal or `localhost` (with or without a
+/// port). Any other name a client sends would otherwise end up in the
+/// playlist it is given (a cache or a shared link could spread it).
+fn playlist_host(h: &str, allowed: &[String]) -> bool {
+    if !valid_host(h) {
+        return false;
+    }
+    if !allowed.is_empty() {
+        return allowed.iter().any(|a| a.eq_ignore_ascii_case(h));
+    }
+    let name = match h.rsplit_once(':') {
+        // `[v6]:port`, `v4:port`, `name:port`; a bare `[v6]` keeps its
+        // colons inside the brackets.
+        Some((name, port)) if !h.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => h,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// `Host` values castgate will write into a playlist.
@@ -1518,5 +1551,24 @@ mod tests {
         );
         assert!(valid_host("radio.example:8080"));
         assert!(!valid_host("evil\r\nx"));
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "[::1]:8080",
+            "[::1]",
+            "localhost:80",
+        ] {
+            assert!(playlist_host(ok, &[]), "{ok}");
+        }
+        for refused in ["evil.example", "evil.example:80", "127.0.0.1.evil.example"] {
+            assert!(!playlist_host(refused, &[]), "{refused}");
+        }
+        let hosts = [
+            "radio.example".to_string(),
+            "radio.example:8080".to_string(),
+        ];
+        assert!(playlist_host("Radio.Example:8080", &hosts));
+        assert!(!playlist_host("127.0.0.1:8080", &hosts));
+        assert!(!playlist_host("evil.example", &hosts));
     }
 }
