@@ -69,6 +69,7 @@ listen:
   - {{ addr: "127.0.0.1:{tls_port}", tls: {{ cert: "{d}/site.pem", key: "{d}/site.key" }} }}
 admin: {{ listen: "127.0.0.1:{admin}" }}
 reload: {{ watch: false }}
+playlist: {{ hosts: ["castgate.test:{tls_port}"] }}
 {extra}
 edges:
   - {{ name: a, kind: icecast, url: "{}" }}
