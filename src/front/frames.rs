@@ -133,11 +133,6 @@ fn ogg_page_len(b: &[u8]) -> Option<usize> {
     Some(27 + segments + table.iter().map(|&l| usize::from(l)).sum::<usize>())
 }
 
-/// Longest frame or page of any [`Kind`], bytes: an Ogg page of 255
-/// segments of 255 bytes (MPEG audio frames are at most 2,881 bytes, ADTS
-/// frames 8,191).
-pub const MAX_FRAME: usize = 27 + 255 + 255 * 255;
-
 /// Where whole frames are in the unsent bytes of one edge's body.
 #[derive(Debug, Clone)]
 pub struct Framer {
@@ -163,11 +158,6 @@ impl Framer {
             synced: kind == Kind::Raw,
             dropped: 0,
         }
-    }
-
-    /// The kind framed.
-    pub fn kind(&self) -> Kind {
-        self.kind
     }
 
     /// Scan `buf`, the bytes of this edge not yet sent (the bytes held

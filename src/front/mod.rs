@@ -848,9 +848,11 @@ impl FrontDoor {
             host: text(http::header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str())),
             cookie: text(http::header::COOKIE),
         };
-        let answer = match decide(&snap, &self.state, &request) {
-            Action::Answer(a) => a,
-            Action::Rewrite(job) => self.rewrite(&snap, &job).await,
+        let (answer, snap) = match decide(&snap, &self.state, &request) {
+            Action::Answer(a) => (a, snap),
+            // A session moved off an unreachable edge is answered from the
+            // snapshot its new edge was chosen in.
+            Action::Rewrite(job) => self.rewrite(snap, &job).await,
             Action::Proxy(job) => {
                 let relayed = job.session.is_none();
                 let carried = Carried {
@@ -1062,55 +1064,87 @@ impl FrontDoor {
     }
 
     /// A `302` that moves `job`'s session off its edge, which could not be
-    /// reached, to another eligible one (with a new token); None when no
-    /// other edge is eligible.
-    fn move_session(&self, snap: &Snapshot, job: &RewriteJob) -> Option<Answer> {
-        let conf = &snap.config.streams[job.stream];
-        let choice = snap
-            .choose_for_session_avoiding(job.stream, job.session, &[job.edge])
-            .ok()?;
-        let to = &snap.config.edges[choice.edge].name;
+    /// reached, to another eligible one (with a new token), chosen from the
+    /// current snapshot (the fetch may have taken seconds); returned with
+    /// that snapshot, in which the answer's positions lie. None when no
+    /// other edge is eligible or the stream is gone.
+    fn move_session(
+        &self,
+        decided: &Snapshot,
+        job: &RewriteJob,
+    ) -> Option<(Answer, Arc<Snapshot>)> {
+        let stream_name = decided.streams.get(job.stream)?.name.clone();
+        let failed = decided.edges.get(job.edge)?.name.clone();
+        let snap = self.state.snapshot.load_full();
+        let stream = snap.stream(&stream_name)?;
+        let avoid: Vec<usize> = snap.edge_named(&failed).into_iter().collect();
+        let edge = snap
+            .choose_for_session_avoiding(stream, job.session, &avoid)
+            .ok()?
+            .edge;
+        let to = snap.edges.get(edge)?.name.clone();
         tracing::warn!(
-            stream = %conf.name,
-            edge = %snap.config.edges[job.edge].name,
+            stream = %stream_name,
+            edge = %failed,
             to = %to,
             "edge unreachable for a playlist: session moved"
         );
         let (token, _) = self
             .state
             .sticky
-            .reissue(job.session, to, SystemTime::now());
+            .reissue(job.session, &to, SystemTime::now());
         let location = with_query(
-            format!("/{}/s/{token}{}", conf.name, job.rest),
+            format!("/{stream_name}/s/{token}{}", job.rest),
             job.query.as_deref(),
         );
-        Some(Answer::redirect(location).for_stream(job.stream, "m3u8", Some(choice.edge)))
+        let answer = Answer::redirect(location).for_stream(stream, "m3u8", Some(edge));
+        Some((answer, snap))
     }
 
-    async fn rewrite(&self, snap: &Snapshot, job: &RewriteJob) -> Answer {
-        let conf = &snap.config.streams[job.stream];
-        let edge = &snap.config.edges[job.edge];
+    /// Fetch `job`'s playlist from its edge and rewrite it; an unreachable
+    /// edge moves the session ([`FrontDoor::move_session`]). Returns the
+    /// answer and the snapshot its stream and edge positions belong to.
+    async fn rewrite(&self, snap: Arc<Snapshot>, job: &RewriteJob) -> (Answer, Arc<Snapshot>) {
+        match self.fetch_and_rewrite(&snap, job).await {
+            Ok(answer) => (answer, snap),
+            Err(e) => match self.move_session(&snap, job) {
+                Some(moved) => moved,
+                None => {
+                    let answer = edge_failed(
+                        &snap,
+                        job,
+                        502,
+                        format!("fetching the playlist failed: {e}"),
+                    );
+                    (answer, snap)
+                }
+            },
+        }
+    }
+
+    /// [`FrontDoor::rewrite`] on the job's own edge: `Err` when the edge
+    /// could not be reached (refused, or no answer in time).
+    async fn fetch_and_rewrite(
+        &self,
+        snap: &Snapshot,
+        job: &RewriteJob,
+    ) -> Result<Answer, reqwest::Error> {
+        let (Some(conf), Some(edge)) = (
+            snap.config.streams.get(job.stream),
+            snap.config.edges.get(job.edge),
+        ) else {
+            return Ok(edge_failed(snap, job, 500, "not in its snapshot".into()));
+        };
         let fetch_url = with_query(
             format!("{}{}", edge.url.as_str().trim_end_matches('/'), job.rest),
             job.query.as_deref(),
         );
-        let fail = |status: u16, why: String| {
-            Answer::text(
-                status,
-                format!("{status} {}: edge {}: {why}\n", conf.name, edge.name),
-            )
-            .for_stream(job.stream, "m3u8", None)
-            .asked(job.edge)
-        };
+        let fail = |status: u16, why: String| Ok(edge_failed(snap, job, status, why));
         let resp = match self.client.get(&fetch_url).send().await {
             Ok(r) => r,
-            Err(e) if e.is_connect() || e.is_timeout() => {
-                // The edge died since the last poll: move the session to
-                // another edge rather than fail the player.
-                return self
-                    .move_session(snap, job)
-                    .unwrap_or_else(|| fail(502, format!("fetching the playlist failed: {e}")));
-            }
+            // The edge died since the last poll: the caller moves the
+            // session to another edge rather than fail the player.
+            Err(e) if e.is_connect() || e.is_timeout() => return Err(e),
             Err(e) => return fail(502, format!("fetching the playlist failed: {e}")),
         };
         let status = resp.status().as_u16();
@@ -1156,8 +1190,18 @@ impl FrontDoor {
         );
         let mut a = Answer::text(200, out);
         a.content_type = "application/vnd.apple.mpegurl";
-        a.for_stream(job.stream, "m3u8", None).asked(job.edge)
+        Ok(a.for_stream(job.stream, "m3u8", None).asked(job.edge))
     }
+}
+
+/// The answer when `job`'s edge failed its playlist: `status`, with the
+/// stream, the edge and `why`.
+fn edge_failed(snap: &Snapshot, job: &RewriteJob, status: u16, why: String) -> Answer {
+    let stream = snap.streams.get(job.stream).map_or("-", |s| &*s.name);
+    let edge = snap.edges.get(job.edge).map_or("-", |e| &*e.name);
+    Answer::text(status, format!("{status} {stream}: edge {edge}: {why}\n"))
+        .for_stream(job.stream, "m3u8", None)
+        .asked(job.edge)
 }
 
 /// Resumes one relayed stream on another edge when its edge fails

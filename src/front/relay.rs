@@ -21,10 +21,16 @@
 //!   edge sent it and an HTTP/2 listener gets DATA frames.
 //!
 //! Between them one buffer of [`RELAY_BUFFER`] bytes per listener, reused
-//! for every read: each read's bytes go to the listener as a [`Bytes`] view
-//! of that buffer (no copy), and the buffer's memory is taken back once the
+//! for every read: whole frames go to the listener as a [`Bytes`] view of
+//! that buffer (no copy; a listener that gets ICY blocks gets them copied
+//! around the blocks), and the buffer's memory is taken back once the
 //! write is done. The listener's write timeout (`server.write_timeout`) and
 //! send buffer (`server.send_buffer`) apply as on every other answer.
+//!
+//! When the edge closes, fails, stalls (`failover.stall`) or is evacuated
+//! ([`Carrying::evacuate`]), [`carry`] takes a new edge half from
+//! [`Resume`] and goes on in the same response: frame boundaries from
+//! [`super::frames`], ICY blocks from [`super::icy`].
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
