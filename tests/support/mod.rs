@@ -611,12 +611,24 @@ pub struct Source {
 }
 
 impl Source {
-    /// Starts the source and waits (10 s at most) until the mount is live.
+    /// Starts the source and waits (30 s at most) until the mount is live.
+    /// An ffmpeg that exits before (icecast refusing a source whose
+    /// predecessor it has not yet dropped, on a busy machine) is started
+    /// again.
     pub fn start(icecast: &Icecast, mount: &str) -> Source {
         let mut source = Source::spawn(icecast, mount);
-        let live = poll_until(Duration::from_secs(10), || {
-            icecast.listeners(mount).is_some() || !source.is_running()
-        }) && icecast.listeners(mount).is_some();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut live = false;
+        while !live && Instant::now() < deadline {
+            poll_until(deadline.saturating_duration_since(Instant::now()), || {
+                icecast.listeners(mount).is_some() || !source.is_running()
+            });
+            live = icecast.listeners(mount).is_some();
+            if !live && !source.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(300));
+                source.respawn();
+            }
+        }
         if !live {
             let state = if source.is_running() {
                 "still running"
@@ -624,7 +636,7 @@ impl Source {
                 "exited"
             };
             panic!(
-                "source for {mount} on {} not live within 10s (ffmpeg {state}); ffmpeg stderr:\n{}\nicecast error.log:\n{}",
+                "source for {mount} on {} not live within 30s (ffmpeg {state}); ffmpeg stderr:\n{}\nicecast error.log:\n{}",
                 icecast.url(),
                 source.log(),
                 icecast.log_tail(20)
