@@ -38,8 +38,8 @@ use support::{
 /// How often the child process is re-checked while waiting.
 const WEB_POLL: Duration = Duration::from_millis(50);
 /// How long page.mjs gets on top of `--wait-ms` before it is killed (it
-/// stops itself after wait + 45 s; this is the backstop).
-const WEB_SLACK: Duration = Duration::from_secs(50);
+/// stops itself after wait + 90 s; this is the backstop).
+const WEB_SLACK: Duration = Duration::from_secs(95);
 /// How long page.mjs gets to close its browser after SIGTERM.
 const WEB_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Node.js >= 20 with npm, Debian's Chromium, and the pinned node modules.

@@ -32,8 +32,8 @@ use serde_json::Value;
 /// How often child processes and files are re-checked while waiting.
 const WEB_POLL: Duration = Duration::from_millis(50);
 /// How long play.mjs gets on top of `seconds` before it is killed. The
-/// script stops itself after `seconds + 30` s; this is the backstop.
-const WEB_PLAY_SLACK: Duration = Duration::from_secs(45);
+/// script stops itself after `seconds + 75` s; this is the backstop.
+const WEB_PLAY_SLACK: Duration = Duration::from_secs(90);
 /// How long play.mjs gets to close its browser after SIGTERM.
 const WEB_STOP_GRACE: Duration = Duration::from_secs(10);
 /// Node.js >= 20 with npm ships with this project's machines (NodeSource's

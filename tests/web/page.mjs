@@ -179,9 +179,9 @@ async function cleanup() {
   removeUserDataDir();
 }
 
-// Last resort: whatever happens, we are gone --wait-ms + 45 s after start.
+// Last resort: whatever happens, we are gone --wait-ms + 90 s after start.
 // On exit, playwright-core kills the browser it launched.
-const budget = Math.ceil(opts.waitMs / 1000) + 45;
+const budget = Math.ceil(opts.waitMs / 1000) + 90;
 const hardTimer = setTimeout(() => {
   push(result.errors, `fatal overall timeout of ${budget} s hit during cleanup`);
   printResult(1);
@@ -281,7 +281,7 @@ async function run() {
     executablePath: opts.chromium,
     headless: true,
     args: CHROMIUM_ARGS,
-    timeout: 20000,
+    timeout: 60000, // a cold Chromium on a busy 2-core machine
     handleSIGINT: false,
     handleSIGTERM: false,
     handleSIGHUP: false,

@@ -186,18 +186,18 @@ async function cleanup() {
   removeUserDataDir();
 }
 
-// Last resort: whatever happens, we are gone N + 30 s after start. On exit,
+// Last resort: whatever happens, we are gone N + 75 s after start. On exit,
 // playwright-core kills the browser it launched (and its process group).
 const hardTimer = setTimeout(() => {
-  push(result.errors, `fatal overall timeout of ${opts.seconds + 30} s hit during cleanup`);
+  push(result.errors, `fatal overall timeout of ${opts.seconds + 75} s hit during cleanup`);
   printResult(1);
   removeUserDataDir();
   process.exit(1);
-}, (opts.seconds + 30) * 1000);
+}, (opts.seconds + 75) * 1000);
 hardTimer.unref();
 // Soft deadline: leave 5 s of the overall budget for a clean shutdown.
-const softTimer = setTimeout(() => abort(`overall timeout: not done after ${opts.seconds + 25} s`),
-  (opts.seconds + 25) * 1000);
+const softTimer = setTimeout(() => abort(`overall timeout: not done after ${opts.seconds + 70} s`),
+  (opts.seconds + 70) * 1000);
 softTimer.unref();
 
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -308,7 +308,7 @@ async function run() {
     executablePath: opts.chromium,
     headless: true,
     args: CHROMIUM_ARGS,
-    timeout: 20000,
+    timeout: 60000, // a cold Chromium on a busy 2-core machine
     handleSIGINT: false,
     handleSIGTERM: false,
     handleSIGHUP: false,
