@@ -22,6 +22,9 @@ pub struct State {
     pub metrics: Metrics,
     /// The proxied streams castgate relays now, by edge (evacuations).
     pub carrying: Arc<crate::front::relay::Carrying>,
+    /// What rewrite-mode HLS sessions were last answered (moves that keep
+    /// the media sequence).
+    pub answered: crate::front::hls::Answered,
     /// Serialises snapshot writers (the poller, reloads, the admin API);
     /// readers never take it.
     pub writer: tokio::sync::Mutex<()>,
@@ -69,6 +72,7 @@ impl State {
                 sessions,
                 metrics,
                 carrying: Arc::default(),
+                answered: Default::default(),
                 writer: tokio::sync::Mutex::new(()),
             }),
             table,

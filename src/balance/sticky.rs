@@ -1,9 +1,12 @@
 //! Signed session tokens: which edge a session is on, until when.
 //!
-//! Shape: `{edge}.{expiry}.{session}.{mac}` where `edge` is the edge's name
-//! (`[a-z0-9_-]+`), `expiry` is Unix seconds (decimal), `session` is 16 hex
-//! digits, and `mac` is the unpadded base64url HMAC-SHA256 (RFC 2104,
-//! FIPS 180-4) of the first three fields joined by `.`. Every character is
+//! Shape: `{edge}.{expiry}.{session}[.{timeline}].{mac}` where `edge` is
+//! the edge's name (`[a-z0-9_-]+`), `expiry` is Unix seconds (decimal),
+//! `session` is 16 hex digits, `timeline` (present once a session has moved
+//! between HLS edges that number their segments differently, see
+//! [`Timeline`]) is `{first}_{seq}_{disc}` in decimal (`seq` and `disc` may
+//! be negative), and `mac` is the unpadded base64url HMAC-SHA256 (RFC 2104,
+//! FIPS 180-4) of the fields before it joined by `.`. Every character is
 //! safe in a URL path segment and in a cookie value. Tokens are stateless:
 //! any instance holding the same secret verifies them.
 
@@ -24,6 +27,28 @@ pub struct Claims {
     pub expiry: u64,
     /// Random id of the session, for counting.
     pub session: u64,
+    /// How the edge's segment numbers map to the ones this session's player
+    /// has seen; `None` until the session moves between HLS edges.
+    pub timeline: Option<Timeline>,
+}
+
+/// The renumbering that keeps one HLS session's media sequence growing
+/// across a move between edges that cut their own segments (RFC 8216
+/// §6.2.2: a segment keeps its Media Sequence Number and numbers only
+/// grow; a change of timeline is marked with `EXT-X-DISCONTINUITY`).
+///
+/// The edge's segment `s` is answered as `s + seq`, with the Discontinuity
+/// Sequence Number it has on the edge plus `disc`; segments before `first`
+/// (which the player saw, under other numbers, from the edge it left) are
+/// left out, and `EXT-X-DISCONTINUITY` marks `first`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeline {
+    /// The edge's Media Sequence Number of the first segment answered.
+    pub first: u64,
+    /// Added to the edge's Media Sequence Numbers.
+    pub seq: i64,
+    /// Added to the edge's Discontinuity Sequence Numbers.
+    pub disc: i64,
 }
 
 /// Issues tokens with one secret and verifies them with any of a list
@@ -82,23 +107,40 @@ impl Sticky {
             edge: edge.to_string(),
             expiry: unix(now) + self.ttl.as_secs(),
             session: rand::random(),
+            timeline: None,
         };
         (self.sign(&claims), claims)
     }
 
     /// The same session on another edge (a move after its edge failed).
     pub fn reissue(&self, session: u64, edge: &str, now: SystemTime) -> (String, Claims) {
+        self.reissue_with(session, edge, None, now)
+    }
+
+    /// The same session on `edge` with `timeline` (an HLS move that keeps
+    /// the player's media sequence).
+    pub fn reissue_with(
+        &self,
+        session: u64,
+        edge: &str,
+        timeline: Option<Timeline>,
+        now: SystemTime,
+    ) -> (String, Claims) {
         let claims = Claims {
             edge: edge.to_string(),
             expiry: unix(now) + self.ttl.as_secs(),
             session,
+            timeline,
         };
         (self.sign(&claims), claims)
     }
 
     /// The token for `claims`.
     pub fn sign(&self, claims: &Claims) -> String {
-        let body = format!("{}.{}.{:016x}", claims.edge, claims.expiry, claims.session);
+        let mut body = format!("{}.{}.{:016x}", claims.edge, claims.expiry, claims.session);
+        if let Some(t) = &claims.timeline {
+            body.push_str(&format!(".{}_{}_{}", t.first, t.seq, t.disc));
+        }
         let tag = match self.keys.first() {
             Some(key) => {
                 let mut mac = key.clone();
@@ -138,14 +180,33 @@ impl Sticky {
         let edge = parts.next()?;
         let expiry: u64 = parts.next()?.parse().ok()?;
         let session_hex = parts.next()?;
-        if parts.next().is_some() || session_hex.len() != 16 {
+        if session_hex.len() != 16 {
             return None;
         }
         let session = u64::from_str_radix(session_hex, 16).ok()?;
+        let timeline = match parts.next() {
+            None => None,
+            Some(t) => {
+                let mut nums = t.split('_');
+                let timeline = Timeline {
+                    first: nums.next()?.parse().ok()?,
+                    seq: nums.next()?.parse().ok()?,
+                    disc: nums.next()?.parse().ok()?,
+                };
+                if nums.next().is_some() {
+                    return None;
+                }
+                Some(timeline)
+            }
+        };
+        if parts.next().is_some() {
+            return None;
+        }
         Some(Claims {
             edge: edge.to_string(),
             expiry,
             session,
+            timeline,
         })
     }
 }
@@ -177,6 +238,22 @@ mod tests {
         // Another instance with the same secret agrees.
         let other = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(60));
         assert_eq!(other.verify(&token, now()), Some(claims));
+    }
+
+    #[test]
+    fn a_timeline_round_trips_and_is_signed() {
+        let s = Sticky::new(b"0123456789abcdef0123", Duration::from_secs(3600));
+        let timeline = Timeline {
+            first: 17,
+            seq: -9,
+            disc: 3,
+        };
+        let (token, claims) = s.reissue_with(42, "b", Some(timeline), now());
+        assert!(token.contains(".17_-9_3."), "{token}");
+        assert_eq!(s.verify(&token, now()), Some(claims.clone()));
+        assert_eq!(claims.timeline, Some(timeline));
+        let shifted = token.replace(".17_-9_3.", ".17_-8_3.");
+        assert_eq!(s.verify(&shifted, now()), None, "the timeline is signed");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! poller) re-serialises what it parsed and so cannot promise the rest of
 //! the bytes unchanged.
 
+use crate::balance::sticky::Timeline;
 use url::Url;
 
 /// Where a rewritten playlist's URIs should point.
@@ -49,6 +50,266 @@ const MEDIA_TAGS: &[&str] = &[
     "#EXT-X-PRELOAD-HINT:",
     "#EXT-X-SESSION-DATA:",
 ];
+
+/// Where a media playlist ends: the Media Sequence Number of its last
+/// segment and that segment's Discontinuity Sequence Number (RFC 8216
+/// §4.3.3.2, §4.3.3.3: the header's numbers, plus one per segment and per
+/// `EXT-X-DISCONTINUITY` before it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Media Sequence Number of the newest segment.
+    pub last: u64,
+    /// Discontinuity Sequence Number of the newest segment.
+    pub disc: u64,
+}
+
+/// Tags that belong to the segment after them and go with it when it is
+/// left out (RFC 8216bis §4.4.4).
+const SEGMENT_TAGS: &[&str] = &[
+    "#EXTINF:",
+    "#EXT-X-BYTERANGE:",
+    "#EXT-X-DISCONTINUITY",
+    "#EXT-X-PROGRAM-DATE-TIME:",
+    "#EXT-X-GAP",
+    "#EXT-X-BITRATE:",
+    "#EXT-X-PART:",
+];
+
+/// Whether a tag line is `EXT-X-DISCONTINUITY` itself (not its `-SEQUENCE`).
+fn is_discontinuity(line: &str) -> bool {
+    line.trim_end() == "#EXT-X-DISCONTINUITY"
+}
+
+/// The header value of tag `name` (`#EXT-X-MEDIA-SEQUENCE:` ...), if any.
+fn header_number(body: &str, name: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Where a media playlist ends; `None` for a multivariant playlist or one
+/// without segments.
+pub fn position(body: &str) -> Option<Position> {
+    let seq = header_number(body, "#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0);
+    let mut disc = header_number(body, "#EXT-X-DISCONTINUITY-SEQUENCE:").unwrap_or(0);
+    let (mut segments, mut last_disc) = (0u64, None);
+    for line in body.lines() {
+        let line = line.trim();
+        if is_discontinuity(line) {
+            disc += 1;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            segments += 1;
+            last_disc = Some(disc);
+        }
+    }
+    if !body.contains("#EXTINF:") {
+        return None;
+    }
+    Some(Position {
+        last: (seq + segments).checked_sub(1)?,
+        disc: last_disc?,
+    })
+}
+
+/// The timeline for a session that leaves an edge where its player last saw
+/// `seen` (in the numbers castgate answered) for an edge whose playlist now
+/// ends at `to`: the edge's newest segment is answered as `seen.last + 2`
+/// (one number is skipped, as the poll of `seen` may be one segment old)
+/// after a discontinuity.
+pub fn timeline_for_move(seen: Position, to: Position) -> Timeline {
+    let wide = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    Timeline {
+        first: to.last,
+        seq: wide(seen.last)
+            .saturating_add(2)
+            .saturating_sub(wide(to.last)),
+        disc: wide(seen.disc)
+            .saturating_add(1)
+            .saturating_sub(wide(to.disc)),
+    }
+}
+
+/// A media playlist renumbered by `timeline` (see [`Timeline`]): segments
+/// before `timeline.first` left out with their own tags, the rest numbered
+/// `s + seq`, `EXT-X-DISCONTINUITY` before `first`, and
+/// `EXT-X-MEDIA-SEQUENCE` and `EXT-X-DISCONTINUITY-SEQUENCE` (placed right
+/// after `#EXTM3U`) saying so. Other lines are kept byte for byte. `None`
+/// for a multivariant playlist, or when no segment is at or after `first`
+/// (the edge restarted its numbering: the timeline no longer applies).
+pub fn renumber(body: &str, timeline: &Timeline) -> Option<String> {
+    if !body.contains("#EXTINF:") {
+        return None;
+    }
+    let seq0 = header_number(body, "#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0);
+    let mut own_disc = header_number(body, "#EXT-X-DISCONTINUITY-SEQUENCE:").unwrap_or(0);
+    let mut out = String::with_capacity(body.len());
+    let mut pending: Vec<&str> = Vec::new();
+    let mut pending_disc = false;
+    let mut index = 0u64;
+    // (first answered segment's edge number, its disc number, whether a
+    // DISCONTINUITY tag was written right before it)
+    let mut first_shown: Option<(u64, u64, bool)> = None;
+    let mut eol = "\n";
+    for raw in body.split_inclusive('\n') {
+        let (line, e) = split_eol(raw);
+        if !e.is_empty() {
+            eol = e;
+        }
+        let trimmed = line.trim();
+        if trimmed.starts_with("#EXT-X-MEDIA-SEQUENCE:")
+            || trimmed.starts_with("#EXT-X-DISCONTINUITY-SEQUENCE:")
+        {
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            if SEGMENT_TAGS.iter().any(|t| trimmed.starts_with(t))
+                && !trimmed.starts_with("#EXT-X-DISCONTINUITY-")
+            {
+                if is_discontinuity(trimmed) {
+                    own_disc += 1;
+                    pending_disc = true;
+                }
+                pending.push(raw);
+            } else {
+                out.push_str(raw);
+            }
+            continue;
+        }
+        if trimmed.is_empty() {
+            out.push_str(raw);
+            continue;
+        }
+        let s = seq0 + index;
+        index += 1;
+        if s >= timeline.first {
+            let inject = s == timeline.first;
+            if inject {
+                out.push_str("#EXT-X-DISCONTINUITY");
+                out.push_str(eol);
+            }
+            for l in pending.drain(..) {
+                if !(inject && is_discontinuity(l.trim())) {
+                    out.push_str(l);
+                }
+            }
+            if first_shown.is_none() {
+                first_shown = Some((s, own_disc, inject || pending_disc));
+            }
+            out.push_str(raw);
+        }
+        pending.clear();
+        pending_disc = false;
+    }
+    for l in pending {
+        out.push_str(l);
+    }
+    let (s0, disc0, tagged) = first_shown?;
+    let shift = |n: u64, by: i64| {
+        i64::try_from(n)
+            .unwrap_or(i64::MAX)
+            .saturating_add(by)
+            .max(0)
+    };
+    let media_sequence = shift(s0, timeline.seq);
+    let disc_sequence = (shift(disc0, timeline.disc) - i64::from(tagged)).max(0);
+    let header = format!(
+        "#EXT-X-MEDIA-SEQUENCE:{media_sequence}{eol}#EXT-X-DISCONTINUITY-SEQUENCE:{disc_sequence}{eol}"
+    );
+    let at = out.find('\n').map_or(out.len(), |i| i + 1);
+    out.insert_str(at, &header);
+    Some(out)
+}
+
+/// How long [`Answered`] remembers a session after its last playlist.
+pub const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Sessions [`Answered`] remembers at most; past that, those not seen for
+/// [`REMEMBER_FOR`] are forgotten, then the oldest.
+pub const MAX_REMEMBERED: usize = 100_000;
+
+/// Where castgate's last answered media playlist of each rewrite-mode
+/// session ended (in the numbers the player saw), and the session's last
+/// move, so that a move to an edge with other segment numbers can continue
+/// them ([`timeline_for_move`]). In memory, per instance: a session that
+/// moves on an instance that never answered it moves without a timeline,
+/// as before. The timeline, once made, travels in the session's token.
+#[derive(Debug, Default)]
+pub struct Answered {
+    sessions: std::sync::Mutex<std::collections::HashMap<u64, Remembered>>,
+}
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    seen: Option<Position>,
+    at: std::time::Instant,
+    /// The edge the session was last moved to, and the timeline made then.
+    moved: Option<(std::sync::Arc<str>, Timeline)>,
+}
+
+impl Answered {
+    fn with<T>(&self, f: impl FnOnce(&mut std::collections::HashMap<u64, Remembered>) -> T) -> T {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut map)
+    }
+
+    fn entry(
+        map: &mut std::collections::HashMap<u64, Remembered>,
+        session: u64,
+    ) -> &mut Remembered {
+        let now = std::time::Instant::now();
+        if map.len() >= MAX_REMEMBERED && !map.contains_key(&session) {
+            map.retain(|_, r| now.duration_since(r.at) < REMEMBER_FOR);
+            if map.len() >= MAX_REMEMBERED {
+                if let Some(oldest) = map.iter().min_by_key(|(_, r)| r.at).map(|(k, _)| *k) {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        let r = map.entry(session).or_insert(Remembered {
+            seen: None,
+            at: now,
+            moved: None,
+        });
+        r.at = now;
+        r
+    }
+
+    /// Session `session` was just answered a media playlist ending at
+    /// `seen`.
+    pub fn record(&self, session: u64, seen: Position) {
+        self.with(|m| Self::entry(m, session).seen = Some(seen));
+    }
+
+    /// Where the last answer to `session` ended, if remembered.
+    pub fn seen(&self, session: u64) -> Option<Position> {
+        self.with(|m| m.get(&session).and_then(|r| r.seen))
+    }
+
+    /// The timeline `session` got when it last moved to `edge`.
+    pub fn moved_to(&self, session: u64, edge: &str) -> Option<Timeline> {
+        self.with(|m| {
+            m.get(&session)
+                .and_then(|r| r.moved.as_ref())
+                .filter(|(e, _)| &**e == edge)
+                .map(|(_, t)| *t)
+        })
+    }
+
+    /// `session` moved to `edge` with `timeline`.
+    pub fn record_move(&self, session: u64, edge: std::sync::Arc<str>, timeline: Timeline) {
+        self.with(|m| Self::entry(m, session).moved = Some((edge, timeline)));
+    }
+
+    /// Sessions remembered now.
+    pub fn len(&self) -> usize {
+        self.with(|m| m.len())
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Rewrite a playlist body for `target`.
 pub fn rewrite(body: &str, target: &Target<'_>) -> String {
@@ -163,6 +424,119 @@ mod tests {
             edge_base: base,
             session_prefix: "/live/s/TOKEN",
         }
+    }
+
+    /// A live media playlist as nginx-rtmp writes it: segments `from..to`
+    /// (inclusive), a discontinuity before `disc_at` if given.
+    fn live(from: u64, to: u64, disc_at: Option<u64>) -> String {
+        let mut p = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:{from}\n#EXT-X-TARGETDURATION:1\n"
+        );
+        for s in from..=to {
+            if disc_at == Some(s) {
+                p.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            p.push_str(&format!("#EXTINF:1.000,\nstream-{s}.ts\n"));
+        }
+        p
+    }
+
+    /// (Media Sequence Number, Discontinuity Sequence Number, URI) of each
+    /// segment, as a player reads them (hls.js: a DISCONTINUITY tag raises
+    /// the number of the segment after it).
+    fn segments_of(body: &str) -> Vec<(u64, u64, String)> {
+        let mut seq = header_number(body, "#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0);
+        let mut disc = header_number(body, "#EXT-X-DISCONTINUITY-SEQUENCE:").unwrap_or(0);
+        let mut out = Vec::new();
+        for line in body.lines() {
+            if is_discontinuity(line) {
+                disc += 1;
+            } else if !line.is_empty() && !line.starts_with('#') {
+                out.push((seq, disc, line.to_string()));
+                seq += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn position_is_the_newest_segment_and_its_timeline() {
+        assert_eq!(
+            position(&live(7, 9, None)),
+            Some(Position { last: 9, disc: 0 })
+        );
+        let mut p = live(7, 9, Some(8));
+        p = p.replace(
+            "#EXT-X-MEDIA-SEQUENCE:7",
+            "#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-DISCONTINUITY-SEQUENCE:4",
+        );
+        assert_eq!(position(&p), Some(Position { last: 9, disc: 5 }));
+        assert_eq!(
+            position("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow.m3u8\n"),
+            None
+        );
+    }
+
+    /// A player on edge A (segments up to 104) moves to edge B, whose own
+    /// numbers are far lower, and refreshes as B's window slides: every
+    /// number it sees only grows, keeps its segment and its timeline, and
+    /// the first of B's segments comes after a discontinuity.
+    #[test]
+    fn a_move_keeps_the_media_sequence_growing_with_one_discontinuity() {
+        let mut seen: std::collections::BTreeMap<u64, (u64, String)> = Default::default();
+        let mut record = |body: &str| {
+            let segs = segments_of(body);
+            for (seq, disc, uri) in &segs {
+                if let Some((d, u)) = seen.get(seq) {
+                    assert_eq!((d, u), (disc, uri), "segment {seq} changed:\n{body}");
+                }
+                seen.insert(*seq, (*disc, uri.clone()));
+            }
+            segs
+        };
+        for last in 100..=104 {
+            record(&live(last - 4, last, None));
+        }
+        let seen_a = position(&live(100, 104, None)).unwrap();
+        let timeline = timeline_for_move(seen_a, position(&live(40, 45, None)).unwrap());
+        let mut firsts = Vec::new();
+        for last in 45..=55 {
+            let body = renumber(&live(last - 5, last, None), &timeline).unwrap();
+            let segs = record(&body);
+            firsts.push(segs[0].0);
+            assert!(segs.iter().all(|(_, _, u)| {
+                let n: u64 = u[7..u.len() - 3].parse().unwrap();
+                n >= 45
+            }));
+        }
+        assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "{firsts:?}");
+        let after: Vec<_> = seen
+            .range(105..)
+            .map(|(s, (d, u))| (*s, *d, u.clone()))
+            .collect();
+        assert_eq!(
+            after.first(),
+            Some(&(106, 1, "stream-45.ts".to_string())),
+            "{after:?}"
+        );
+        assert!(after.iter().all(|(_, d, _)| *d == 1));
+        assert!(seen.range(..105).all(|(_, (d, _))| *d == 0));
+        // B's own discontinuity after the move is kept and counted.
+        let body = renumber(&live(50, 57, Some(56)), &timeline).unwrap();
+        let segs = segments_of(&body);
+        assert_eq!(segs.last().map(|s| (s.0, s.1)), Some((57 + 61, 2)));
+        // A renumbered playlist renumbers again the same way (idempotent
+        // headers: no duplicate MEDIA-SEQUENCE lines).
+        assert_eq!(body.matches("#EXT-X-MEDIA-SEQUENCE:").count(), 1);
+        // B restarting its numbering: the timeline no longer applies.
+        assert_eq!(renumber(&live(0, 3, None), &timeline), None);
+        assert_eq!(
+            renumber(
+                "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow.m3u8\n",
+                &timeline
+            ),
+            None
+        );
     }
 
     #[test]

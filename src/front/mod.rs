@@ -34,6 +34,7 @@ pub mod playlist;
 pub mod relay;
 
 use crate::balance::sessions::Seen;
+use crate::balance::sticky::Timeline;
 use crate::balance::{NoEdge, Snapshot};
 use crate::config::{StreamKind, StreamMode};
 use crate::state::State;
@@ -244,6 +245,11 @@ pub struct RewriteJob {
     pub token: String,
     /// The session's id, to move it should the edge not answer.
     pub session: u64,
+    /// The token's renumbering of the edge's segments, if it has one.
+    pub timeline: Option<Timeline>,
+    /// The session is moving here from this edge: answer a `302` to a new
+    /// token that continues its media sequence, not the playlist.
+    pub moving_from: Option<String>,
 }
 
 /// A request to carry to an edge.
@@ -335,6 +341,10 @@ struct SessionPick {
     moved: bool,
     /// A brand-new session (no authentic token came in).
     new: bool,
+    /// The authentic token's timeline (see [`Timeline`]).
+    timeline: Option<Timeline>,
+    /// The authentic token's edge, when the session moved off it.
+    from: Option<String>,
 }
 
 /// Decide what to do with a request. Pure but for the assignment counters
@@ -498,6 +508,21 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     ))
                 }
                 StreamMode::Rewrite if !is_playlist => not_found(),
+                // A session moving between edges: its new token continues
+                // the player's media sequence, which needs a look at the
+                // new edge's playlist.
+                StreamMode::Rewrite if pick.moved && pick.from.is_some() => {
+                    Action::Rewrite(RewriteJob {
+                        stream,
+                        edge: pick.edge,
+                        rest: rest.to_string(),
+                        query: req.query.map(str::to_string),
+                        token: pick.token,
+                        session: pick.session,
+                        timeline: pick.timeline,
+                        moving_from: pick.from,
+                    })
+                }
                 _ if pick.moved && is_playlist => {
                     // The session moves: its URLs carry the new token.
                     let mut a = Answer::redirect(with_query(
@@ -516,6 +541,8 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     query: req.query.map(str::to_string),
                     token: pick.token,
                     session: pick.session,
+                    timeline: pick.timeline,
+                    moving_from: None,
                 }),
                 StreamMode::Proxy => Action::Proxy(ProxyJob {
                     stream,
@@ -630,6 +657,8 @@ fn pick_session(
                     session: claims.session,
                     moved: false,
                     new: false,
+                    timeline: claims.timeline,
+                    from: None,
                 });
             }
         }
@@ -645,6 +674,8 @@ fn pick_session(
                 session: claims.session,
                 moved: true,
                 new: false,
+                timeline: old.timeline,
+                from: Some(old.edge),
             })
         }
         None => {
@@ -659,6 +690,8 @@ fn pick_session(
                 // gets a proper session URL.
                 moved: token.is_some(),
                 new: true,
+                timeline: None,
+                from: None,
             })
         }
     }
@@ -1068,7 +1101,7 @@ impl FrontDoor {
     /// current snapshot (the fetch may have taken seconds); returned with
     /// that snapshot, in which the answer's positions lie. None when no
     /// other edge is eligible or the stream is gone.
-    fn move_session(
+    async fn move_session(
         &self,
         decided: &Snapshot,
         job: &RewriteJob,
@@ -1089,25 +1122,74 @@ impl FrontDoor {
             to = %to,
             "edge unreachable for a playlist: session moved"
         );
-        let (token, _) = self
-            .state
-            .sticky
-            .reissue(job.session, &to, SystemTime::now());
+        let answer = self.moved(&snap, stream, edge, job, &failed).await?;
+        Some((answer, snap))
+    }
+
+    /// The `302` that moves `job`'s session from edge `from` to `edge`
+    /// (positions in `snap`): a new token whose [`Timeline`] continues the
+    /// media sequence the player saw, when this instance answered it a
+    /// playlist and the new edge's playlist can be read; else a token
+    /// without one, as a plain move. A move back to the token's own edge
+    /// keeps its timeline; a repeated move to the same edge (a player that
+    /// keeps its old URL after a redirect) gets the same timeline again.
+    async fn moved(
+        &self,
+        snap: &Snapshot,
+        stream: usize,
+        edge: usize,
+        job: &RewriteJob,
+        from: &str,
+    ) -> Option<Answer> {
+        let stream_name = snap.streams.get(stream)?.name.clone();
+        let to = snap.edges.get(edge)?.name.clone();
+        let answered = &self.state.answered;
+        let timeline = if &*to == from {
+            job.timeline
+        } else if let Some(t) = answered.moved_to(job.session, &to) {
+            Some(t)
+        } else if let Some(seen) = answered.seen(job.session) {
+            let conf = snap.config.edges.get(edge)?;
+            match self.fetch_playlist(conf, job).await {
+                Ok(body) => hls::position(&body).map(|now| {
+                    let t = hls::timeline_for_move(seen, now);
+                    answered.record_move(job.session, to.clone(), t);
+                    t
+                }),
+                Err(e) => {
+                    tracing::info!(stream = %stream_name, edge = %to, error = %e, "moved without a timeline: the new edge's playlist could not be read");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (token, _) =
+            self.state
+                .sticky
+                .reissue_with(job.session, &to, timeline, SystemTime::now());
         let location = with_query(
             format!("/{stream_name}/s/{token}{}", job.rest),
             job.query.as_deref(),
         );
-        let answer = Answer::redirect(location).for_stream(stream, "m3u8", Some(edge));
-        Some((answer, snap))
+        Some(Answer::redirect(location).for_stream(stream, "m3u8", Some(edge)))
     }
 
     /// Fetch `job`'s playlist from its edge and rewrite it; an unreachable
-    /// edge moves the session ([`FrontDoor::move_session`]). Returns the
+    /// edge moves the session ([`FrontDoor::move_session`]); a job that is
+    /// a move is answered its `302` ([`FrontDoor::moved`]). Returns the
     /// answer and the snapshot its stream and edge positions belong to.
     async fn rewrite(&self, snap: Arc<Snapshot>, job: &RewriteJob) -> (Answer, Arc<Snapshot>) {
+        if let Some(from) = &job.moving_from {
+            let answer = match self.moved(&snap, job.stream, job.edge, job, from).await {
+                Some(a) => a,
+                None => edge_failed(&snap, job, 500, "not in its snapshot".into()),
+            };
+            return (answer, snap);
+        }
         match self.fetch_and_rewrite(&snap, job).await {
             Ok(answer) => (answer, snap),
-            Err(e) => match self.move_session(&snap, job) {
+            Err(e) => match self.move_session(&snap, job).await {
                 Some(moved) => moved,
                 None => {
                     let answer = edge_failed(
@@ -1122,29 +1204,27 @@ impl FrontDoor {
         }
     }
 
-    /// [`FrontDoor::rewrite`] on the job's own edge: `Err` when the edge
-    /// could not be reached (refused, or no answer in time).
-    async fn fetch_and_rewrite(
+    /// The text of `job`'s playlist (`rest` and query) on `edge`.
+    ///
+    /// # Errors
+    /// [`Fetch::Unreachable`] when the edge gave no answer (refused, reset,
+    /// or not in time); [`Fetch::Failed`] with the status to answer
+    /// and why for anything else.
+    async fn fetch_playlist(
         &self,
-        snap: &Snapshot,
+        edge: &crate::config::Edge,
         job: &RewriteJob,
-    ) -> Result<Answer, reqwest::Error> {
-        let (Some(conf), Some(edge)) = (
-            snap.config.streams.get(job.stream),
-            snap.config.edges.get(job.edge),
-        ) else {
-            return Ok(edge_failed(snap, job, 500, "not in its snapshot".into()));
-        };
+    ) -> Result<String, Fetch> {
         let fetch_url = with_query(
             format!("{}{}", edge.url.as_str().trim_end_matches('/'), job.rest),
             job.query.as_deref(),
         );
-        let fail = |status: u16, why: String| Ok(edge_failed(snap, job, status, why));
+        let fail = |status: u16, why: String| Err(Fetch::Failed(status, why));
         let resp = match self.client.get(&fetch_url).send().await {
             Ok(r) => r,
-            // The edge died since the last poll: the caller moves the
-            // session to another edge rather than fail the player.
-            Err(e) if e.is_connect() || e.is_timeout() => return Err(e),
+            // Refused, timed out, or a kept-alive connection the edge's
+            // death reset: any failure to get an answer.
+            Err(e) if !e.is_builder() => return Err(Fetch::Unreachable(e)),
             Err(e) => return fail(502, format!("fetching the playlist failed: {e}")),
         };
         let status = resp.status().as_u16();
@@ -1165,11 +1245,44 @@ impl FrontDoor {
             Ok(_) => return fail(502, "playlist too large".into()),
             Err(e) => return fail(502, format!("reading the playlist failed: {e}")),
         };
-        let Ok(text) = std::str::from_utf8(&body) else {
+        let Ok(text) = String::from_utf8(body.to_vec()) else {
             return fail(502, "playlist is not UTF-8".into());
         };
         if !text.starts_with("#EXTM3U") {
             return fail(502, "not an HLS playlist".into());
+        }
+        Ok(text)
+    }
+
+    /// [`FrontDoor::rewrite`] on the job's own edge: the edge's playlist,
+    /// renumbered by the session's timeline if it has one, with its URIs
+    /// rewritten; where it ends is remembered for a later move. `Err` when
+    /// the edge could not be reached (refused, or no answer in time).
+    async fn fetch_and_rewrite(
+        &self,
+        snap: &Snapshot,
+        job: &RewriteJob,
+    ) -> Result<Answer, reqwest::Error> {
+        let (Some(conf), Some(edge)) = (
+            snap.config.streams.get(job.stream),
+            snap.config.edges.get(job.edge),
+        ) else {
+            return Ok(edge_failed(snap, job, 500, "not in its snapshot".into()));
+        };
+        let fail = |status: u16, why: String| Ok(edge_failed(snap, job, status, why));
+        let text = match self.fetch_playlist(edge, job).await {
+            Ok(t) => t,
+            // The edge died since the last poll: the caller moves the
+            // session to another edge rather than fail the player.
+            Err(Fetch::Unreachable(e)) => return Err(e),
+            Err(Fetch::Failed(status, why)) => return fail(status, why),
+        };
+        let text = match job.timeline.and_then(|t| hls::renumber(&text, &t)) {
+            Some(renumbered) => renumbered,
+            None => text,
+        };
+        if let Some(end) = hls::position(&text) {
+            self.state.answered.record(job.session, end);
         }
         let public = &edge.public_url;
         let Ok(playlist_url) = url::Url::parse(&format!(
@@ -1181,7 +1294,7 @@ impl FrontDoor {
         };
         let prefix = format!("/{}/s/{}", conf.name, job.token);
         let out = hls::rewrite(
-            text,
+            &text,
             &hls::Target {
                 playlist_url: &playlist_url,
                 edge_base: public,
@@ -1192,6 +1305,18 @@ impl FrontDoor {
         a.content_type = "application/vnd.apple.mpegurl";
         Ok(a.for_stream(job.stream, "m3u8", None).asked(job.edge))
     }
+}
+
+/// Why an edge's playlist could not be had.
+#[derive(Debug, thiserror::Error)]
+enum Fetch {
+    /// Refused, reset, or no answer in time: the edge died since the last
+    /// poll.
+    #[error("unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    /// Anything else: the status castgate answers, and why.
+    #[error("{1}")]
+    Failed(u16, String),
 }
 
 /// The answer when `job`'s edge failed its playlist: `status`, with the

@@ -159,7 +159,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// Kills (SIGKILL) and reaps a child; errors mean it was already gone.
-fn kill_and_reap(child: &mut Child) {
+pub fn kill_and_reap(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -41,7 +41,7 @@ pub const RTMP_APP: &str = "live";
 /// How long an nginx gets to answer HTTP after being spawned.
 const NGINX_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a publisher gets to show up as publishing in `/stat`.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an RTMP player gets to show up in `/stat`.
 const VIEWER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,7 +76,7 @@ pub fn require_rtmp_module() {
     );
 }
 
-fn ffmpeg_bin() -> PathBuf {
+pub fn ffmpeg_bin() -> PathBuf {
     super::require_bin("ffmpeg", "ffmpeg")
 }
 
