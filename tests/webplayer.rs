@@ -620,3 +620,170 @@ streams:
         );
     }
 }
+
+/// Two nginx-rtmp slicers, each fed by its own ffmpeg push started a few
+/// seconds after the other's (their segments differ in number and cut),
+/// and castgate in rewrite mode over both: `/live.m3u8` with Content
+/// Steering, `/plain.m3u8` without.
+fn slicer_farm() -> (
+    support::nginx::RtmpEdge,
+    support::nginx::RtmpEdge,
+    Vec<support::nginx::RtmpSource>,
+    support::Castgate,
+) {
+    use support::nginx::{RtmpEdge, RtmpOpts, RtmpSource};
+    let e1 = RtmpEdge::start(RtmpOpts::default());
+    let e2 = RtmpEdge::start(RtmpOpts::default());
+    let s1 = RtmpSource::start(&e1, "stream");
+    thread::sleep(Duration::from_secs(4));
+    let s2 = RtmpSource::start(&e2, "stream");
+    e1.wait_playlist("stream", Duration::from_secs(30));
+    e2.wait_playlist("stream", Duration::from_secs(30));
+    let (front, admin) = (support::free_port(), support::free_port());
+    let yaml = format!(
+        r#"
+listen: ["127.0.0.1:{front}"]
+admin: {{ listen: "127.0.0.1:{admin}" }}
+poll: {{ interval: 500ms, timeout: 400ms, rise: 1, fall: 2 }}
+edges:
+  - {{ name: e1, kind: nginx_rtmp, url: "{}" }}
+  - {{ name: e2, kind: nginx_rtmp, url: "{}" }}
+streams:
+  - {{ name: live, kind: hls, path: /hls/stream.m3u8, mode: rewrite, steering: {{ ttl: 2s }} }}
+  - {{ name: plain, kind: hls, path: /hls/stream.m3u8, mode: rewrite }}
+"#,
+        e1.http_url(),
+        e2.http_url()
+    );
+    let cg = support::Castgate::start(&yaml, front, admin);
+    support::wait_until("both edges live", Duration::from_secs(20), || {
+        let (_, _, body) = support::http_get(&format!("{}/status.json", cg.admin_url()));
+        let s: Value = serde_json::from_slice(&body).unwrap_or_default();
+        s["streams"][0]["live_edges"]
+            .as_array()
+            .is_some_and(|e| e.len() == 2)
+    });
+    (e1, e2, vec![s1, s2], cg)
+}
+
+/// The edge castgate last served `stream`'s session playlists from, once
+/// a player has asked for them at least `n` times.
+fn session_edge(cg: &support::Castgate, stream: &str, n: usize) -> String {
+    let needle = format!("path=/{stream}/s/");
+    let mut edge = String::new();
+    support::wait_until(
+        &format!("{n} session playlist loads of {stream}"),
+        Duration::from_secs(90),
+        || {
+            let log = cg.log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(&needle) && l.contains("m3u8") && l.contains("code=200"))
+                .collect();
+            if let Some(e) = lines
+                .last()
+                .and_then(|l| l.split("edge=\"").nth(1))
+                .and_then(|e| e.split('"').next())
+            {
+                edge = e.to_string();
+            }
+            lines.len() >= n
+        },
+    );
+    edge
+}
+
+/// hls.js (full build) in Chromium, on a page of another origin, plays
+/// castgate's HLS stream from two independent slicers; the slicer serving
+/// it is killed mid-play. With Content Steering (`/live.m3u8`) and without
+/// (`/plain.m3u8`): the playhead keeps advancing, the longest stall is at
+/// most 2 × the target duration (1 s fragments) plus the 250 ms sampling,
+/// no fatal error. With steering, hls.js loads the steering manifest,
+/// whose priority drops the dead edge, and switches pathway to the other.
+#[test]
+fn hls_js_keeps_playing_when_its_slicer_dies_with_and_without_steering() {
+    for stream in ["live", "plain"] {
+        let (mut e1, mut e2, _sources, cg) = slicer_farm();
+        let url = format!("{}/{stream}.m3u8", cg.front_url());
+        if stream == "live" {
+            let (code, headers, body) = support::http_get(&url);
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(
+                support::header(&headers, "content-type"),
+                Some("application/vnd.apple.mpegurl")
+            );
+            assert!(
+                body.contains("#EXT-X-CONTENT-STEERING:SERVER-URI=\"/live/s/"),
+                "{body}"
+            );
+            assert_eq!(
+                body.matches("PATHWAY-ID=").count(),
+                3,
+                "one variant per edge: {body}"
+            );
+        }
+        let player = thread::spawn(move || play_in_chromium(&url, 30, false));
+        let edge = session_edge(&cg, stream, 3);
+        thread::sleep(Duration::from_secs(4));
+        eprintln!("{stream}: killing {edge}, the slicer serving hls.js");
+        let survivor = if edge == "e1" {
+            e1.kill();
+            "e2"
+        } else {
+            e2.kill();
+            "e1"
+        };
+        let report = player.join().expect("player thread");
+        let stall = report["longest_stall_ms"].as_f64().unwrap_or(f64::MAX);
+        eprintln!(
+            "{stream}: played {}s, longest stall {stall} ms, steering {:?}, errors {:?}",
+            report["played_seconds"],
+            strings(&report, "steering")
+                .iter()
+                .map(|s| s.split("/s/").next().unwrap_or_default())
+                .collect::<Vec<_>>(),
+            strings(&report, "errors"),
+        );
+        assert_eq!(report["ok"], true, "{stream}: {report}");
+        assert!(
+            stall <= 2250.0,
+            "{stream}: longest stall {stall} ms > 2 × target duration"
+        );
+        let errors = strings(&report, "errors");
+        assert!(
+            !errors.iter().any(|e| e.starts_with("fatal")),
+            "{stream}: {errors:?}"
+        );
+        let fragments = strings(&report, "fragments");
+        let last = fragments.last().cloned().unwrap_or_default();
+        let survivor_url = if survivor == "e1" {
+            e1.http_url()
+        } else {
+            e2.http_url()
+        };
+        assert!(
+            last.starts_with(&survivor_url),
+            "{stream}: the last fragments come from {survivor}: {last}"
+        );
+        if stream == "live" {
+            let steering = strings(&report, "steering");
+            assert!(
+                steering.iter().any(|s| s.starts_with(&format!("{edge},"))),
+                "{stream}: the session's edge came first while it lived: {steering:?}"
+            );
+            assert!(
+                steering
+                    .iter()
+                    .any(|s| s.starts_with(&format!("{survivor} "))),
+                "{stream}: the dead edge left the priority: {steering:?}"
+            );
+            assert!(
+                steering
+                    .last()
+                    .is_some_and(|s| s.contains(&format!("_HLS_pathway={survivor}&"))),
+                "{stream}: hls.js switched pathway: {steering:?}"
+            );
+        }
+    }
+}

@@ -568,6 +568,23 @@ impl Snapshot {
             .collect()
     }
 
+    /// The pathways of a steered HLS stream, best first: every edge that
+    /// may take a new listener of the stream (up, active, live, not full),
+    /// least loaded first, with `current` (the session's edge) moved to the
+    /// front while it is among them. Empty when none is.
+    pub fn steering_order(&self, stream: usize, current: Option<usize>) -> Vec<usize> {
+        let Ok((mut candidates, _, _)) = self.candidates(stream, &[]) else {
+            return Vec::new();
+        };
+        candidates.sort_by(|a, b| a.load.total_cmp(&b.load));
+        let mut order: Vec<usize> = candidates.iter().map(|c| c.edge).collect();
+        if let Some(at) = current.and_then(|c| order.iter().position(|&e| e == c)) {
+            let e = order.remove(at);
+            order.insert(0, e);
+        }
+        order
+    }
+
     /// The URL a listener is sent to: the edge's `public_url` + mount.
     pub fn listen_url(&self, choice: &Choice<'_>) -> String {
         let base = &self.edges[choice.edge].public_base;

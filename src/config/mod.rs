@@ -206,4 +206,7 @@ pub struct Stream {
     pub edges: Vec<usize>,
     /// Title written into playlists.
     pub title: String,
+    /// HLS Content Steering: the steering manifest's `TTL`, whole
+    /// seconds; `None` when off.
+    pub steering_ttl: Option<std::time::Duration>,
 }

@@ -713,4 +713,26 @@ pub struct StreamConfig {
     /// Title written into playlists. Default: the stream's name.
     #[serde(default)]
     pub title: Option<String>,
+    /// HLS streams in rewrite mode: HLS Content Steering (RFC 8216bis
+    /// §4.4.6.6 and §7). `/{name}.m3u8` answers a multivariant playlist
+    /// with one pathway per eligible edge and a steering manifest that
+    /// puts the session's edge first. Default: off (a `302` to the
+    /// session's playlist).
+    #[serde(default)]
+    pub steering: Option<SteeringConfig>,
+}
+
+/// `streams[].steering:` HLS Content Steering for a rewrite-mode stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteeringConfig {
+    /// The steering manifest's `TTL`: how long a player waits before it
+    /// asks again, whole seconds, at least 1s. Default `10s`.
+    #[serde(default = "default_steering_ttl", with = "duration")]
+    pub ttl: Duration,
+}
+
+/// Default `streams[].steering.ttl`: 10 s.
+pub fn default_steering_ttl() -> Duration {
+    Duration::from_secs(10)
 }

@@ -725,6 +725,26 @@ fn check_stream(
         );
         ok = false;
     }
+    let steering_ttl = match &s.steering {
+        None => None,
+        Some(st) => {
+            if s.kind != StreamKind::Hls || mode != StreamMode::Rewrite {
+                err(
+                    format!("{place}.steering"),
+                    "is for hls streams in rewrite mode".into(),
+                );
+                ok = false;
+            }
+            if st.ttl < std::time::Duration::from_secs(1) || st.ttl.subsec_nanos() != 0 {
+                err(
+                    format!("{place}.steering.ttl"),
+                    "must be whole seconds, at least 1s".into(),
+                );
+                ok = false;
+            }
+            Some(st.ttl)
+        }
+    };
     ok.then(|| Stream {
         name: s.name.clone(),
         kind: s.kind,
@@ -735,6 +755,7 @@ fn check_stream(
         bitrate_bps,
         edges: members,
         title: s.title.clone().unwrap_or_else(|| s.name.clone()),
+        steering_ttl,
     })
 }
 

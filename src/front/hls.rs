@@ -129,6 +129,22 @@ pub fn timeline_for_move(seen: Position, to: Position) -> Timeline {
     }
 }
 
+/// The timeline for one more pathway of a steered session: the pathway's
+/// newest segment (`theirs`) numbered as the session edge's newest
+/// (`ours`), nothing left out, and its segments `place` Discontinuity
+/// Sequence Numbers past the session edge's, so each pathway is a timeline
+/// of its own.
+pub fn timeline_aligned(ours: Position, theirs: Position, place: i64) -> Timeline {
+    let wide = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    Timeline {
+        first: 0,
+        seq: wide(ours.last).saturating_sub(wide(theirs.last)),
+        disc: wide(ours.disc)
+            .saturating_add(place)
+            .saturating_sub(wide(theirs.disc)),
+    }
+}
+
 /// A media playlist renumbered by `timeline` (see [`Timeline`]): segments
 /// before `timeline.first` left out with their own tags, the rest numbered
 /// `s + seq`, `EXT-X-DISCONTINUITY` before `first`, and
@@ -309,6 +325,156 @@ impl Answered {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// One pathway of a steered multivariant playlist (HLS Content Steering
+/// 1.2, RFC 8216bis §4.4.6.6): an edge, and where its copy's URIs point.
+#[derive(Debug, Clone)]
+pub struct Pathway<'a> {
+    /// `PATHWAY-ID`: the edge's name (`[a-z0-9_-]+`, a legal Pathway ID).
+    pub id: &'a str,
+    /// Where this pathway's URIs point, as for [`rewrite`]: its session
+    /// prefix carries a token for this edge.
+    pub target: Target<'a>,
+}
+
+/// Tags that are entries of a multivariant playlist, repeated per pathway.
+const ENTRY_TAGS: &[&str] = &[
+    "#EXT-X-STREAM-INF:",
+    "#EXT-X-I-FRAME-STREAM-INF:",
+    "#EXT-X-MEDIA:",
+];
+
+/// Attributes of `EXT-X-STREAM-INF` and `EXT-X-I-FRAME-STREAM-INF` that name
+/// a rendition group (RFC 8216bis §4.4.6.2).
+const GROUP_REFS: &[&str] = &["AUDIO", "VIDEO", "SUBTITLES", "CLOSED-CAPTIONS"];
+
+/// A multivariant playlist steered between `pathways` (the first is the
+/// session's edge): `#EXT-X-CONTENT-STEERING` naming `server_uri` and the
+/// first pathway, then every variant and rendition once per pathway with
+/// `PATHWAY-ID` and that pathway's URIs. Rendition groups get the pathway
+/// as a suffix (`GROUP-ID="aud"` → `"aud-b"`, and the variants' references
+/// with them), so a player applying a pathway uses its renditions only.
+///
+/// `edge_body` is the edge's own playlist at the stream's path: a
+/// multivariant playlist is repeated per pathway (its session-level tags
+/// once); a media playlist (nginx-rtmp without variants) gets one variant
+/// per pathway made around it: `BANDWIDTH` = `bandwidth` bits/s, URI = the
+/// pathway's session prefix + `path`.
+pub fn steered(
+    edge_body: &str,
+    path: &str,
+    bandwidth: u64,
+    pathways: &[Pathway<'_>],
+    server_uri: &str,
+) -> String {
+    let mut out = String::from("#EXTM3U\n");
+    let first = pathways.first().map_or("", |p| p.id);
+    let steering =
+        format!("#EXT-X-CONTENT-STEERING:SERVER-URI=\"{server_uri}\",PATHWAY-ID=\"{first}\"\n");
+    if position(edge_body).is_some() || !edge_body.contains("#EXT-X-STREAM-INF:") {
+        out.push_str(&steering);
+        for p in pathways {
+            out.push_str(&format!(
+                "#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},PATHWAY-ID=\"{}\"\n{}{path}\n",
+                p.id, p.target.session_prefix
+            ));
+        }
+        return out;
+    }
+    for (n, p) in pathways.iter().enumerate() {
+        let copy = rewrite(edge_body, &p.target);
+        let mut lines = copy.lines().peekable();
+        while let Some(line) = lines.next() {
+            let line = line.trim_end();
+            if line.starts_with("#EXTM3U") || line.starts_with("#EXT-X-CONTENT-STEERING:") {
+                continue;
+            }
+            if ENTRY_TAGS.iter().any(|t| line.starts_with(t)) {
+                let mut tag = with_pathway(line, p.id);
+                if line.starts_with("#EXT-X-STREAM-INF:") {
+                    // Its URI is the next line that is neither blank nor a tag.
+                    while lines
+                        .peek()
+                        .is_some_and(|l| l.trim().is_empty() || l.starts_with('#'))
+                    {
+                        lines.next();
+                    }
+                    if let Some(uri) = lines.next() {
+                        tag.push('\n');
+                        tag.push_str(uri.trim());
+                    }
+                }
+                out.push_str(&tag);
+                out.push('\n');
+            } else if n == 0 && !line.trim().is_empty() {
+                // Session-level tags (VERSION, INDEPENDENT-SEGMENTS, START,
+                // SESSION-DATA, SESSION-KEY, DEFINE ...): once, before the
+                // entries of the first pathway.
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    // The steering tag right after #EXTM3U (tag order does not matter in a
+    // multivariant playlist; keeping it first keeps it easy to find).
+    out.insert_str("#EXTM3U\n".len(), &steering);
+    out
+}
+
+/// An entry line for `pathway`: `PATHWAY-ID` set on variants, and rendition
+/// group names (`GROUP-ID` and the variants' references) suffixed.
+fn with_pathway(line: &str, pathway: &str) -> String {
+    let is_media = line.starts_with("#EXT-X-MEDIA:");
+    let mut line = line.to_string();
+    let names: &[&str] = if is_media { &["GROUP-ID"] } else { GROUP_REFS };
+    for name in names {
+        if let Some(new) = map_quoted(&line, name, |g| format!("{g}-{pathway}")) {
+            line = new;
+        }
+    }
+    if !is_media {
+        line = match map_quoted(&line, "PATHWAY-ID", |_| pathway.to_string()) {
+            Some(replaced) => replaced,
+            None => format!("{line},PATHWAY-ID=\"{pathway}\""),
+        };
+    }
+    line
+}
+
+/// `line` with the quoted value of attribute `name` (exactly that name)
+/// mapped by `f`; `None` when it has none.
+fn map_quoted(line: &str, name: &str, f: impl Fn(&str) -> String) -> Option<String> {
+    let key = format!("{name}=\"");
+    let mut from = 0;
+    while let Some(i) = line[from..].find(&key) {
+        let at = from + i;
+        if matches!(line[..at].chars().last(), Some(':') | Some(',')) {
+            let start = at + key.len();
+            let len = line[start..].find('"')?;
+            return Some(format!(
+                "{}{}{}",
+                &line[..start],
+                f(&line[start..start + len]),
+                &line[start + len..]
+            ));
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The steering manifest (HLS Content Steering 1.2, "Steering Manifest"):
+/// `VERSION` 1, `TTL` in seconds, `RELOAD-URI`, and `PATHWAY-PRIORITY`, the
+/// pathway IDs best first. JSON text.
+pub fn steering_manifest(ttl_seconds: u64, reload_uri: &str, priority: &[&str]) -> String {
+    serde_json::json!({
+        "VERSION": 1,
+        "TTL": ttl_seconds,
+        "RELOAD-URI": reload_uri,
+        "PATHWAY-PRIORITY": priority,
+    })
+    .to_string()
 }
 
 /// Rewrite a playlist body for `target`.
@@ -536,6 +702,88 @@ mod tests {
                 &timeline
             ),
             None
+        );
+    }
+
+    #[test]
+    fn a_media_playlist_is_steered_with_one_variant_per_pathway() {
+        let (a, b) = (
+            Url::parse("http://a.example:8080/").unwrap(),
+            Url::parse("http://b.example/").unwrap(),
+        );
+        let (pa, pb) = (
+            Url::parse("http://a.example:8080/hls/stream.m3u8").unwrap(),
+            Url::parse("http://b.example/hls/stream.m3u8").unwrap(),
+        );
+        let pathways = [
+            Pathway {
+                id: "a",
+                target: Target {
+                    playlist_url: &pa,
+                    edge_base: &a,
+                    session_prefix: "/live/s/TA",
+                },
+            },
+            Pathway {
+                id: "b",
+                target: Target {
+                    playlist_url: &pb,
+                    edge_base: &b,
+                    session_prefix: "/live/s/TB",
+                },
+            },
+        ];
+        let out = steered(
+            &live(3, 5, None),
+            "/hls/stream.m3u8",
+            2_000_000,
+            &pathways,
+            "/live/s/TA/steering.json",
+        );
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"/live/s/TA/steering.json\",PATHWAY-ID=\"a\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=2000000,PATHWAY-ID=\"a\"\n/live/s/TA/hls/stream.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=2000000,PATHWAY-ID=\"b\"\n/live/s/TB/hls/stream.m3u8\n"
+        );
+        // m3u8-rs reads it as a multivariant playlist with both variants.
+        match m3u8_rs::parse_playlist_res(out.as_bytes()) {
+            Ok(m3u8_rs::Playlist::MasterPlaylist(m)) => assert_eq!(m.variants.len(), 2),
+            other => panic!("{other:?}"),
+        }
+
+        // A multivariant playlist: entries per pathway, groups suffixed,
+        // session tags once, the edge's own steering tag dropped.
+        let master = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-CONTENT-STEERING:SERVER-URI=\"http://other/s.json\"\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"en\",URI=\"en.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,AUDIO=\"aud\"\n\nlow.m3u8\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI=\"low-i.m3u8\"\n";
+        let out = steered(
+            master,
+            "/hls/stream.m3u8",
+            1,
+            &pathways,
+            "/live/s/TA/steering.json",
+        );
+        let want = "#EXTM3U\n#EXT-X-CONTENT-STEERING:SERVER-URI=\"/live/s/TA/steering.json\",PATHWAY-ID=\"a\"\n\
+#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud-a\",NAME=\"en\",URI=\"/live/s/TA/hls/en.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,AUDIO=\"aud-a\",PATHWAY-ID=\"a\"\n/live/s/TA/hls/low.m3u8\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI=\"/live/s/TA/hls/low-i.m3u8\",PATHWAY-ID=\"a\"\n\
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud-b\",NAME=\"en\",URI=\"/live/s/TB/hls/en.m3u8\"\n\
+#EXT-X-STREAM-INF:BANDWIDTH=800000,AUDIO=\"aud-b\",PATHWAY-ID=\"b\"\n/live/s/TB/hls/low.m3u8\n\
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI=\"/live/s/TB/hls/low-i.m3u8\",PATHWAY-ID=\"b\"\n";
+        assert_eq!(out, want);
+        let manifest: serde_json::Value = serde_json::from_str(&steering_manifest(
+            10,
+            "/live/s/T2/steering.json",
+            &["b", "a"],
+        ))
+        .unwrap();
+        assert_eq!(
+            manifest,
+            serde_json::json!({"VERSION": 1, "TTL": 10, "RELOAD-URI": "/live/s/T2/steering.json", "PATHWAY-PRIORITY": ["b", "a"]})
         );
     }
 

@@ -226,6 +226,10 @@ pub enum Action {
     Answer(Answer),
     /// Fetch a playlist from an edge, rewrite it, answer it (rewrite mode).
     Rewrite(RewriteJob),
+    /// Fetch the stream's playlist from the session's edge and answer a
+    /// multivariant playlist steered between the eligible edges (rewrite
+    /// mode with `steering`); `rest` is the stream's path.
+    Steer(RewriteJob),
     /// Proxy the request to an edge through pingora (proxy mode).
     Proxy(ProxyJob),
 }
@@ -470,9 +474,21 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     Some(edge),
                 ));
             }
-            let (token, _) = state
+            let (token, claims) = state
                 .sticky
                 .issue(&snap.config.edges[edge].name, SystemTime::now());
+            if conf.mode == StreamMode::Rewrite && conf.steering_ttl.is_some() {
+                return Action::Steer(RewriteJob {
+                    stream,
+                    edge,
+                    rest: conf.mount.clone(),
+                    query: req.query.map(str::to_string),
+                    token,
+                    session: claims.session,
+                    timeline: None,
+                    moving_from: None,
+                });
+            }
             let mut a = Answer::redirect(with_query(
                 format!("/{name}/s/{token}{}", conf.mount),
                 req.query,
@@ -481,6 +497,15 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                 a.set_cookie = Some(session_cookie(name, &token, state.sticky.ttl()));
             }
             Action::Answer(a.for_stream(stream, format, Some(edge)))
+        }
+        (StreamKind::Hls, Route::Session { token, rest, .. })
+            if rest == STEERING_MANIFEST && conf.steering_ttl.is_some() =>
+        {
+            match steering(snap, state, stream, token, req.query) {
+                Ok(a) => Action::Answer(a),
+                Err(None) => not_found(),
+                Err(Some(why)) => unavailable(why),
+            }
         }
         (StreamKind::Hls, Route::Session { token, rest, .. }) => {
             if !under_stream_dir(&conf.mount, rest) {
@@ -624,6 +649,66 @@ fn session_cookie(stream: &str, token: &str, ttl: Duration) -> String {
         cookie_name(stream),
         ttl.as_secs()
     )
+}
+
+/// The path, under a session's prefix, of its steering manifest.
+pub const STEERING_MANIFEST: &str = "/steering.json";
+
+/// A steered session's manifest (HLS Content Steering 1.2): its edge first
+/// while eligible (the pathway the player reports in `_HLS_pathway`, else
+/// the token's), then the other eligible edges by load; a `RELOAD-URI`
+/// with a fresh token for the same session. Counts as a sighting of the
+/// session on the first pathway.
+///
+/// # Errors
+/// `Err(None)` (a 404) for a token that is not authentic; `Err(Some(why))`
+/// (a 503) when no edge is eligible.
+fn steering(
+    snap: &Snapshot,
+    state: &State,
+    stream: usize,
+    token: &str,
+    query: Option<&str>,
+) -> Result<Answer, Option<NoEdge>> {
+    let (Some(claims), Some(conf)) = (
+        state.sticky.authentic(token),
+        snap.config.streams.get(stream),
+    ) else {
+        return Err(None);
+    };
+    let asked = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "_HLS_pathway")
+            .and_then(|(_, v)| snap.edge_named(&v))
+    });
+    let current = asked.or_else(|| snap.edge_named(&claims.edge));
+    let order = snap.steering_order(stream, current);
+    let Some(&first) = order.first() else {
+        return Err(Some(snap.available(stream).err().unwrap_or(NoEdge::Full)));
+    };
+    let names: Vec<&str> = order
+        .iter()
+        .filter_map(|&e| snap.edges.get(e).map(|v| &*v.name))
+        .collect();
+    let first_name = names.first().copied().unwrap_or_default();
+    state.sessions.seen(Seen {
+        session: claims.session,
+        stream: snap.streams[stream].name.clone(),
+        edge: snap.edges[first].name.clone(),
+        at: Instant::now(),
+    });
+    let (reload, _) = state
+        .sticky
+        .reissue(claims.session, first_name, SystemTime::now());
+    let ttl = conf.steering_ttl.map_or(10, |t| t.as_secs().max(1));
+    let body = hls::steering_manifest(
+        ttl,
+        &format!("/{}/s/{reload}{STEERING_MANIFEST}", conf.name),
+        &names,
+    );
+    let mut a = Answer::text(200, body);
+    a.content_type = "application/json";
+    Ok(a.for_stream(stream, "steering", None))
 }
 
 /// Count a playlist fetch of a session (see [`crate::balance::sessions`]).
@@ -886,6 +971,7 @@ impl FrontDoor {
             // A session moved off an unreachable edge is answered from the
             // snapshot its new edge was chosen in.
             Action::Rewrite(job) => self.rewrite(snap, &job).await,
+            Action::Steer(job) => (self.steer(&snap, &job).await, snap),
             Action::Proxy(job) => {
                 let relayed = job.session.is_none();
                 let carried = Carried {
@@ -1202,6 +1288,96 @@ impl FrontDoor {
                 }
             },
         }
+    }
+
+    /// A steered session's multivariant playlist ([`hls::steered`]): one
+    /// pathway per eligible edge, the session's first, each with a token
+    /// for that edge and the same session id. When the session's edge
+    /// cannot give its playlist, the entry's plain `302` to the session's
+    /// playlist (the move happens there).
+    async fn steer(&self, snap: &Snapshot, job: &RewriteJob) -> Answer {
+        let (Some(conf), Some(edge)) = (
+            snap.config.streams.get(job.stream),
+            snap.config.edges.get(job.edge),
+        ) else {
+            return edge_failed(snap, job, 500, "not in its snapshot".into());
+        };
+        let plain = || {
+            Answer::redirect(with_query(
+                format!("/{}/s/{}{}", conf.name, job.token, conf.mount),
+                job.query.as_deref(),
+            ))
+            .for_stream(job.stream, "m3u8", Some(job.edge))
+        };
+        let body = match self.fetch_playlist(edge, job).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::info!(stream = %conf.name, edge = %edge.name, error = %e, "steered playlist not made: its edge's playlist could not be read");
+                return plain();
+            }
+        };
+        let others: Vec<&crate::config::Edge> = snap
+            .backups(job.stream, job.edge, snap.edges.len())
+            .iter()
+            .filter_map(|c| snap.config.edges.get(c.edge))
+            .collect();
+        // Each other pathway's playlist now: edges that slice on their own
+        // number their segments differently, and a player that changes
+        // pathway lines segments up by number (hls.js does, without
+        // EXT-X-PROGRAM-DATE-TIME). Each pathway's token renumbers its
+        // edge's newest segment as the session edge's newest, and puts it
+        // on a timeline of its own (Discontinuity Sequence Numbers offset
+        // by its place), so a switch is a discontinuity the player aligns
+        // by time. A pathway whose playlist cannot be read is left out.
+        let theirs =
+            futures::future::join_all(others.iter().map(|ec| self.fetch_playlist(ec, job))).await;
+        let primary_end = hls::position(&body);
+        let mut pathways_of: Vec<(&crate::config::Edge, Option<Timeline>)> = vec![(edge, None)];
+        for (n, (ec, fetched)) in others.into_iter().zip(theirs).enumerate() {
+            match fetched {
+                Ok(their_body) => {
+                    let timeline = primary_end
+                        .zip(hls::position(&their_body))
+                        .map(|(ours, theirs)| hls::timeline_aligned(ours, theirs, n as i64 + 1));
+                    pathways_of.push((ec, timeline));
+                }
+                Err(e) => {
+                    tracing::info!(stream = %conf.name, edge = %ec.name, error = %e, "pathway left out of a steered playlist");
+                }
+            }
+        }
+        // Per pathway: its edge's config, its playlist URL, its prefix.
+        let mut owned = Vec::with_capacity(pathways_of.len());
+        for (ec, timeline) in pathways_of {
+            let (token, _) =
+                self.state
+                    .sticky
+                    .reissue_with(job.session, &ec.name, timeline, SystemTime::now());
+            let Ok(url) = url::Url::parse(&format!(
+                "{}{}",
+                ec.public_url.as_str().trim_end_matches('/'),
+                conf.mount
+            )) else {
+                continue;
+            };
+            owned.push((ec, url, format!("/{}/s/{token}", conf.name)));
+        }
+        let pathways: Vec<hls::Pathway<'_>> = owned
+            .iter()
+            .map(|(ec, url, prefix)| hls::Pathway {
+                id: &ec.name,
+                target: hls::Target {
+                    playlist_url: url,
+                    edge_base: &ec.public_url,
+                    session_prefix: prefix,
+                },
+            })
+            .collect();
+        let server_uri = format!("/{}/s/{}{STEERING_MANIFEST}", conf.name, job.token);
+        let text = hls::steered(&body, &conf.mount, conf.bitrate_bps, &pathways, &server_uri);
+        let mut a = Answer::text(200, text);
+        a.content_type = "application/vnd.apple.mpegurl";
+        a.for_stream(job.stream, "m3u8", Some(job.edge))
     }
 
     /// The text of `job`'s playlist (`rest` and query) on `edge`.

@@ -98,6 +98,12 @@ const result = {
   elapsed_ms: 0,
   fragments: [],
   playlists: [],
+  // Steering manifests loaded: "PATHWAY-PRIORITY joined by ',' <- url"
+  // (hls.js names its pathway in the URL's _HLS_pathway).
+  steering: [],
+  // Longest wall time (ms) in which currentTime did not advance, once
+  // playing, sampled every 250 ms.
+  longest_stall_ms: null,
   errors: [],
   console: [],
 };
@@ -321,6 +327,7 @@ async function run() {
     switch (kind) {
       case 'fragment': push(result.fragments, value); break;
       case 'playlist': push(result.playlists, value); break;
+      case 'steering': push(result.steering, value); break;
       case 'error':
         push(result.errors, value);
         if (String(value).startsWith('fatal')) fatalSeen = true;
@@ -341,10 +348,21 @@ async function run() {
   await page.goto(result.page_url, { waitUntil: 'load', timeout: 15000 });
 
   const playUntil = Date.now() + opts.seconds * 1000;
+  let lastTime = null;
+  let advancedAt = null;
   while (Date.now() < playUntil && !fatalSeen && !aborted) {
     await Promise.race([sleep(Math.min(250, Math.max(0, playUntil - Date.now()))), abortPromise]);
     if (aborted) break;
-    applySnapshot(await page.evaluate(snapshotInPage));
+    const snap = await page.evaluate(snapshotInPage);
+    applySnapshot(snap);
+    const now = Date.now();
+    if (snap.startTime !== null && (lastTime === null || snap.currentTime > lastTime + 0.01)) {
+      lastTime = snap.currentTime;
+      advancedAt = now;
+    }
+    if (advancedAt !== null) {
+      result.longest_stall_ms = Math.max(result.longest_stall_ms ?? 0, now - advancedAt);
+    }
   }
   if (!aborted) applySnapshot(await page.evaluate(snapshotInPage));
 }
