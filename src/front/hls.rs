@@ -87,59 +87,79 @@ fn header_number(body: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Where a media playlist ends; `None` for a multivariant playlist or one
-/// without segments.
-pub fn position(body: &str) -> Option<Position> {
-    let seq = header_number(body, "#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0);
+/// Every segment of a media playlist as (Media Sequence Number,
+/// Discontinuity Sequence Number), oldest first; empty for a multivariant
+/// playlist.
+pub fn numbers(body: &str) -> Vec<Position> {
+    if !body.contains("#EXTINF:") {
+        return Vec::new();
+    }
+    let mut seq = header_number(body, "#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0);
     let mut disc = header_number(body, "#EXT-X-DISCONTINUITY-SEQUENCE:").unwrap_or(0);
-    let (mut segments, mut last_disc) = (0u64, None);
+    let mut out = Vec::new();
     for line in body.lines() {
         let line = line.trim();
         if is_discontinuity(line) {
             disc += 1;
         } else if !line.is_empty() && !line.starts_with('#') {
-            segments += 1;
-            last_disc = Some(disc);
+            out.push(Position { last: seq, disc });
+            seq += 1;
         }
     }
-    if !body.contains("#EXTINF:") {
-        return None;
-    }
-    Some(Position {
-        last: (seq + segments).checked_sub(1)?,
-        disc: last_disc?,
-    })
+    out
+}
+
+/// Where a media playlist ends; `None` for a multivariant playlist or one
+/// without segments.
+pub fn position(body: &str) -> Option<Position> {
+    numbers(body).last().copied()
+}
+
+/// `EXT-X-TARGETDURATION` of a media playlist, whole seconds (at least 1).
+pub fn target_duration(body: &str) -> Option<u64> {
+    header_number(body, "#EXT-X-TARGETDURATION:").map(|t| t.max(1))
 }
 
 /// The timeline for a session that leaves an edge where its player last saw
-/// `seen` (in the numbers castgate answered) for an edge whose playlist now
-/// ends at `to`: the edge's newest segment is answered as `seen.last + 2`
-/// (one number is skipped, as the poll of `seen` may be one segment old)
-/// after a discontinuity.
-pub fn timeline_for_move(seen: Position, to: Position) -> Timeline {
+/// `seen` (in the numbers castgate answered) `behind` segments ago, for an
+/// edge whose playlist has segments `to` (oldest first, from [`numbers`]):
+/// the new edge's segment `behind` before its newest (or its oldest) is
+/// answered as `seen.last + 1`, after a discontinuity. The player goes on
+/// from about where it was in time, with the latency it had, rather than
+/// jumping to the new edge's live edge; its numbers only grow.
+pub fn timeline_for_move(seen: Position, to: &[Position], behind: u64) -> Option<Timeline> {
     let wide = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    Timeline {
-        first: to.last,
+    let back = usize::try_from(behind).unwrap_or(usize::MAX);
+    let at = to.len().checked_sub(1)?.saturating_sub(back);
+    let first = to.get(at)?;
+    Some(Timeline {
+        first: first.last,
         seq: wide(seen.last)
-            .saturating_add(2)
-            .saturating_sub(wide(to.last)),
+            .saturating_add(1)
+            .saturating_sub(wide(first.last)),
         disc: wide(seen.disc)
             .saturating_add(1)
-            .saturating_sub(wide(to.disc)),
-    }
+            .saturating_sub(wide(first.disc)),
+    })
 }
 
-/// The timeline for one more pathway of a steered session: the pathway's
-/// newest segment (`theirs`) numbered as the session edge's newest
-/// (`ours`), nothing left out, and its segments `place` Discontinuity
-/// Sequence Numbers past the session edge's, so each pathway is a timeline
-/// of its own.
-pub fn timeline_aligned(ours: Position, theirs: Position, place: i64) -> Timeline {
+/// The timeline that changes nothing.
+pub const UNCHANGED: Timeline = Timeline {
+    first: 0,
+    seq: 0,
+    disc: 0,
+};
+
+/// The timeline for a pathway of a steered session: the pathway's newest
+/// segment (`theirs`) numbered `target.last`, nothing left out, and its
+/// Discontinuity Sequence Numbers `place` past `target.disc`, so each
+/// pathway is a timeline of its own (place 0: the session's edge).
+pub fn timeline_aligned(target: Position, theirs: Position, place: i64) -> Timeline {
     let wide = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     Timeline {
         first: 0,
-        seq: wide(ours.last).saturating_sub(wide(theirs.last)),
-        disc: wide(ours.disc)
+        seq: wide(target.last).saturating_sub(wide(theirs.last)),
+        disc: wide(target.disc)
             .saturating_add(place)
             .saturating_sub(wide(theirs.disc)),
     }
@@ -246,7 +266,9 @@ pub const MAX_REMEMBERED: usize = 100_000;
 /// Where castgate's last answered media playlist of each rewrite-mode
 /// session ended (in the numbers the player saw), and the session's last
 /// move, so that a move to an edge with other segment numbers can continue
-/// them ([`timeline_for_move`]). In memory, per instance: a session that
+/// them ([`timeline_for_move`]), and the timeline each move gave it (a
+/// player that keeps asking its old URL after the `302` gets the same one
+/// again). In memory, per instance: a session that
 /// moves on an instance that never answered it moves without a timeline,
 /// as before. The timeline, once made, travels in the session's token.
 #[derive(Debug, Default)]
@@ -256,10 +278,10 @@ pub struct Answered {
 
 #[derive(Debug, Clone)]
 struct Remembered {
-    seen: Option<Position>,
+    seen: Option<(Position, std::time::Instant)>,
     at: std::time::Instant,
-    /// The edge the session was last moved to, and the timeline made then.
-    moved: Option<(std::sync::Arc<str>, Timeline)>,
+    /// Per edge the session was moved to: the timeline it got there.
+    timelines: Vec<(std::sync::Arc<str>, Timeline)>,
 }
 
 impl Answered {
@@ -284,7 +306,7 @@ impl Answered {
         let r = map.entry(session).or_insert(Remembered {
             seen: None,
             at: now,
-            moved: None,
+            timelines: Vec::new(),
         });
         r.at = now;
         r
@@ -293,27 +315,37 @@ impl Answered {
     /// Session `session` was just answered a media playlist ending at
     /// `seen`.
     pub fn record(&self, session: u64, seen: Position) {
-        self.with(|m| Self::entry(m, session).seen = Some(seen));
+        let now = std::time::Instant::now();
+        self.with(|m| Self::entry(m, session).seen = Some((seen, now)));
     }
 
-    /// Where the last answer to `session` ended, if remembered.
-    pub fn seen(&self, session: u64) -> Option<Position> {
+    /// Where the last answer to `session` ended, and when it was given, if
+    /// remembered.
+    pub fn seen(&self, session: u64) -> Option<(Position, std::time::Instant)> {
         self.with(|m| m.get(&session).and_then(|r| r.seen))
     }
 
-    /// The timeline `session` got when it last moved to `edge`.
+    /// The timeline `session` got when it moved to `edge`.
     pub fn moved_to(&self, session: u64, edge: &str) -> Option<Timeline> {
         self.with(|m| {
-            m.get(&session)
-                .and_then(|r| r.moved.as_ref())
-                .filter(|(e, _)| &**e == edge)
-                .map(|(_, t)| *t)
+            m.get(&session).and_then(|r| {
+                r.timelines
+                    .iter()
+                    .find(|(e, _)| &**e == edge)
+                    .map(|(_, t)| *t)
+            })
         })
     }
 
     /// `session` moved to `edge` with `timeline`.
     pub fn record_move(&self, session: u64, edge: std::sync::Arc<str>, timeline: Timeline) {
-        self.with(|m| Self::entry(m, session).moved = Some((edge, timeline)));
+        self.with(|m| {
+            let r = Self::entry(m, session);
+            match r.timelines.iter_mut().find(|(e, _)| *e == edge) {
+                Some(slot) => slot.1 = timeline,
+                None => r.timelines.push((edge, timeline)),
+            }
+        });
     }
 
     /// Sessions remembered now.
@@ -664,7 +696,10 @@ mod tests {
             record(&live(last - 4, last, None));
         }
         let seen_a = position(&live(100, 104, None)).unwrap();
-        let timeline = timeline_for_move(seen_a, position(&live(40, 45, None)).unwrap());
+        // The player last saw a's playlist two segments ago: it goes on
+        // with b's segment two before b's newest.
+        let timeline = timeline_for_move(seen_a, &numbers(&live(40, 45, None)), 2).unwrap();
+        assert_eq!(timeline.first, 43);
         let mut firsts = Vec::new();
         for last in 45..=55 {
             let body = renumber(&live(last - 5, last, None), &timeline).unwrap();
@@ -672,7 +707,7 @@ mod tests {
             firsts.push(segs[0].0);
             assert!(segs.iter().all(|(_, _, u)| {
                 let n: u64 = u[7..u.len() - 3].parse().unwrap();
-                n >= 45
+                n >= 43
             }));
         }
         assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "{firsts:?}");
@@ -682,7 +717,7 @@ mod tests {
             .collect();
         assert_eq!(
             after.first(),
-            Some(&(106, 1, "stream-45.ts".to_string())),
+            Some(&(105, 1, "stream-43.ts".to_string())),
             "{after:?}"
         );
         assert!(after.iter().all(|(_, d, _)| *d == 1));
@@ -690,7 +725,7 @@ mod tests {
         // B's own discontinuity after the move is kept and counted.
         let body = renumber(&live(50, 57, Some(56)), &timeline).unwrap();
         let segs = segments_of(&body);
-        assert_eq!(segs.last().map(|s| (s.0, s.1)), Some((57 + 61, 2)));
+        assert_eq!(segs.last().map(|s| (s.0, s.1)), Some((57 + 62, 2)));
         // A renumbered playlist renumbers again the same way (idempotent
         // headers: no duplicate MEDIA-SEQUENCE lines).
         assert_eq!(body.matches("#EXT-X-MEDIA-SEQUENCE:").count(), 1);

@@ -1234,14 +1234,18 @@ impl FrontDoor {
             job.timeline
         } else if let Some(t) = answered.moved_to(job.session, &to) {
             Some(t)
-        } else if let Some(seen) = answered.seen(job.session) {
+        } else if let Some((seen, seen_at)) = answered.seen(job.session) {
             let conf = snap.config.edges.get(edge)?;
             match self.fetch_playlist(conf, job).await {
-                Ok(body) => hls::position(&body).map(|now| {
-                    let t = hls::timeline_for_move(seen, now);
-                    answered.record_move(job.session, to.clone(), t);
-                    t
-                }),
+                Ok(body) => {
+                    // Segments the player would have had since its last
+                    // playlist: it goes on from there on the new edge.
+                    let td = hls::target_duration(&body).unwrap_or(1);
+                    let behind = seen_at.elapsed().as_secs() / td;
+                    hls::timeline_for_move(seen, &hls::numbers(&body), behind).inspect(|t| {
+                        answered.record_move(job.session, to.clone(), *t);
+                    })
+                }
                 Err(e) => {
                     tracing::info!(stream = %stream_name, edge = %to, error = %e, "moved without a timeline: the new edge's playlist could not be read");
                     None
@@ -1332,20 +1336,40 @@ impl FrontDoor {
         let theirs =
             futures::future::join_all(others.iter().map(|ec| self.fetch_playlist(ec, job))).await;
         let primary_end = hls::position(&body);
-        let mut pathways_of: Vec<(&crate::config::Edge, Option<Timeline>)> = vec![(edge, None)];
-        for (n, (ec, fetched)) in others.into_iter().zip(theirs).enumerate() {
+        let mut ends: Vec<(&crate::config::Edge, Option<hls::Position>)> =
+            vec![(edge, primary_end)];
+        for (ec, fetched) in others.into_iter().zip(theirs) {
             match fetched {
-                Ok(their_body) => {
-                    let timeline = primary_end
-                        .zip(hls::position(&their_body))
-                        .map(|(ours, theirs)| hls::timeline_aligned(ours, theirs, n as i64 + 1));
-                    pathways_of.push((ec, timeline));
-                }
+                Ok(their_body) => ends.push((ec, hls::position(&their_body))),
                 Err(e) => {
                     tracing::info!(stream = %conf.name, edge = %ec.name, error = %e, "pathway left out of a steered playlist");
                 }
             }
         }
+        // Every pathway's newest segment gets the highest newest number
+        // among them (numbers never go below an edge's own), the session
+        // edge keeps its timeline, the n-th other is n timelines on. Only
+        // for media playlists at the stream's path: a multivariant
+        // playlist's variants are left as their edges number them.
+        let target = primary_end.map(|p| hls::Position {
+            last: ends
+                .iter()
+                .filter_map(|(_, end)| end.map(|e| e.last))
+                .max()
+                .unwrap_or(p.last),
+            disc: p.disc,
+        });
+        let pathways_of: Vec<(&crate::config::Edge, Option<Timeline>)> = ends
+            .into_iter()
+            .enumerate()
+            .map(|(place, (ec, end))| {
+                let timeline = target
+                    .zip(end)
+                    .map(|(target, theirs)| hls::timeline_aligned(target, theirs, place as i64))
+                    .filter(|t| *t != hls::UNCHANGED);
+                (ec, timeline)
+            })
+            .collect();
         // Per pathway: its edge's config, its playlist URL, its prefix.
         let mut owned = Vec::with_capacity(pathways_of.len());
         for (ec, timeline) in pathways_of {
