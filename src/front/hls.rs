@@ -15,6 +15,14 @@
 //! line-level transform on purpose: m3u8-rs (used to read playlists in the
 //! poller) re-serialises what it parsed and so cannot promise the rest of
 //! the bytes unchanged.
+//!
+//! Also here, for sessions that move between edges which cut their own
+//! segments: [`renumber`] applies a session's [`Timeline`] (RFC 8216
+//! §6.2.2: numbers only grow, a change of timeline is marked with
+//! `EXT-X-DISCONTINUITY`), [`timeline_for_move`] makes one from where the
+//! player was ([`Answered`] remembers it), and [`steered`] and
+//! [`steering_manifest`] make HLS Content Steering's multivariant playlist
+//! and manifest (HLS Content Steering 1.2).
 
 use crate::balance::sticky::Timeline;
 use url::Url;
