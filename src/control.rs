@@ -555,6 +555,8 @@ fn not_live(old: &FileConfig, new: &FileConfig) -> Vec<ConfigError> {
         "admin.token_file",
         old.admin.token_file != new.admin.token_file,
     );
+    // The poller's HTTP client holds the roots it was built with.
+    check("poll.ca_file", old.poll.ca_file != new.poll.ca_file);
     out
 }
 
@@ -625,6 +627,13 @@ streams:
         let errs = not_live(&a, &b);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].place, "listen");
+        let mut c = a.clone();
+        c.poll.ca_file = Some("/etc/castgate/edges-ca.pem".into());
+        let errs = not_live(&a, &c);
+        assert_eq!(
+            errs.iter().map(|e| e.place.as_str()).collect::<Vec<_>>(),
+            ["poll.ca_file"]
+        );
     }
 
     #[test]

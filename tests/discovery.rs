@@ -101,16 +101,43 @@ streams:
         has(&[("pool-127-0-0-2", true)])
     });
 
-    // The record grows: a second edge appears; the first keeps its health.
+    // The record grows: a second edge appears; the first keeps its health,
+    // in every look at /status.json from before the change until a second
+    // after both are up (a reset would show it down until its next poll).
+    let mut first_down = 0;
+    let mut looks = 0;
     hosts.set(&["127.0.0.2", "127.0.0.3"]);
     wait_until("two discovered edges, up", Duration::from_secs(15), || {
+        looks += 1;
+        let now = edge_names(&cg);
+        if !now.iter().any(|(n, up)| n == "pool-127-0-0-2" && *up) {
+            first_down += 1;
+        }
         has(&[("pool-127-0-0-2", true), ("pool-127-0-0-3", true)])
     });
+    let settle = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < settle {
+        looks += 1;
+        if !has(&[("pool-127-0-0-2", true), ("pool-127-0-0-3", true)]) {
+            first_down += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        first_down, 0,
+        "the first edge stayed up in all {looks} looks while the record grew"
+    );
+    // Listeners go to both: the chosen edge is the playlist's first entry
+    // (the others are its backups).
     let mut seen = std::collections::HashSet::new();
     for _ in 0..10 {
         let (_, _, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));
         let body = String::from_utf8_lossy(&body).into_owned();
-        seen.insert(body.lines().last().unwrap_or("").to_string());
+        let first = body
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .unwrap_or("");
+        seen.insert(first.to_string());
     }
     assert_eq!(
         seen,

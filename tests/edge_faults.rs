@@ -4,9 +4,11 @@
 //!
 //! One real icecast edge (ffmpeg on `/air`) stands next to fake edges:
 //! small HTTP servers written here, on `std::net` on 127.0.0.1, one thread
-//! per connection. Each fake first answers like a real edge (a valid status
-//! listing `/spare`, a mount no stream uses), so castgate marks it up; then
-//! it is switched into one way of failing, and back.
+//! per connection. Each fake first answers like a real edge (a valid status:
+//! an Icecast fake lists the stream's `/air` live, so it is eligible and
+//! playlists name it; an nginx-rtmp fake publishes `spare`), so castgate
+//! marks it up; then it is switched into one way of failing, and back. A
+//! listener on the healthy edge stays connected throughout.
 
 mod support;
 
@@ -450,12 +452,14 @@ fn huge(stream: &mut TcpStream, edge: &Shared, declared: Option<usize>) -> io::R
     )
 }
 
-/// What a real edge of this kind answers: `/spare` live, no listeners.
+/// What a real edge of this kind answers: Icecast `/air` live with no
+/// listeners (an eligible edge for the stream); nginx-rtmp `spare`
+/// publishing.
 fn good_body(edge: &Shared) -> (&'static str, String) {
     match edge.kind {
         Kind::Icecast => (
             "application/json; charset=UTF-8",
-            icecast_status(edge.port, "/spare"),
+            icecast_status(edge.port, "/air"),
         ),
         Kind::NginxRtmp => (
             "text/xml",
@@ -567,21 +571,45 @@ fn wait_all_up(cg: &Castgate, names: &[&str]) {
     });
 }
 
-/// What a listener sees: `/apple.m3u` answers 200 naming the healthy edge.
-fn assert_playlist_names(cg: &Castgate, healthy: &Healthy, when: &str) {
+/// The entries of `/apple.m3u` (the chosen edge and its backups), which
+/// must answer 200.
+fn playlist_entries(cg: &Castgate, when: &str) -> Vec<String> {
     let (code, _, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));
     let body = String::from_utf8_lossy(&body);
-    // Every entry (the chosen edge and its backups): a faulty edge is not
-    // eligible, so the healthy one is the only entry.
-    let entries: Vec<&str> = body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .collect();
     assert_eq!(code, 200, "/apple.m3u {when}: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What a listener sees once every fake is down: `/apple.m3u` names the
+/// healthy edge alone (a faulty edge is not eligible).
+fn assert_playlist_names(cg: &Castgate, healthy: &Healthy, when: &str) {
     assert_eq!(
-        entries,
+        playlist_entries(cg, when),
         [format!("{}/air", healthy.ice.url())],
         "/apple.m3u {when} must name the healthy edge alone"
+    );
+}
+
+/// While the Icecast fakes answer properly they are eligible: the playlist
+/// names at least one of them (so naming the healthy edge alone later is
+/// castgate's doing, not the farm's).
+fn assert_playlist_names_a_fake(cg: &Castgate, cases: &[Case], fakes: &[FakeEdge], when: &str) {
+    let icecast: Vec<String> = cases
+        .iter()
+        .zip(fakes)
+        .filter(|(c, _)| c.kind == Kind::Icecast)
+        .map(|(_, f)| format!("{}/air", f.url()))
+        .collect();
+    if icecast.is_empty() {
+        return;
+    }
+    let entries = playlist_entries(cg, when);
+    assert!(
+        entries.iter().any(|e| icecast.contains(e)),
+        "/apple.m3u {when} names an Icecast fake: {entries:?}"
     );
 }
 
@@ -634,7 +662,16 @@ fn run(cases: &[Case]) -> (u64, u64) {
     let mut names: Vec<&str> = cases.iter().map(|c| c.name).collect();
     names.push("good");
     wait_all_up(&cg, &names);
-    assert_playlist_names(&cg, &healthy, "with every edge answering properly");
+    assert_playlist_names_a_fake(&cg, cases, &fakes, "with every edge answering properly");
+    // A listener on the healthy edge, there before the faults and after.
+    let listener = support::Listener::connect(&format!("{}/air", healthy.ice.url()))
+        .expect("a listener on the healthy edge");
+    assert_eq!(listener.status(), 200);
+    wait_until(
+        "castgate counts the healthy edge's listener",
+        Duration::from_secs(10),
+        || edge(&edge_list(&cg), "good")["listeners"] == 1,
+    );
     // A few rounds with everything well, so the baseline includes whatever
     // the poller allocates once.
     let generation = |cg: &Castgate| {
@@ -676,9 +713,11 @@ fn run(cases: &[Case]) -> (u64, u64) {
                 _ => {}
             }
         }
-        assert_playlist_names(&cg, &healthy, &format!("{now:?} into the faults"));
         if all_down_at.is_none() && down_after.iter().all(Option::is_some) {
             all_down_at = Some(now);
+        }
+        if all_down_at.is_some() {
+            assert_playlist_names(&cg, &healthy, &format!("{now:?} into the faults"));
         }
         if all_down_at.is_some_and(|t| now >= t + SETTLE) || now > hard_deadline {
             break;
@@ -764,7 +803,12 @@ fn run(cases: &[Case]) -> (u64, u64) {
         "recovered: slowest edge up {:?} after proper answers resumed",
         up_after.iter().flatten().max().copied().unwrap_or_default()
     );
-    assert_playlist_names(&cg, &healthy, "after the fakes recovered");
+    assert_playlist_names_a_fake(&cg, cases, &fakes, "after the fakes recovered");
+    // The healthy edge kept its listener, and castgate still counts it.
+    let before = listener.bytes_received();
+    listener.wait_bytes(before + 4096, Duration::from_secs(10));
+    assert!(listener.is_open(), "the healthy edge's listener stayed");
+    assert_eq!(edge(&edge_list(&cg), "good")["listeners"], 1);
     (rss_growth, hwm_growth)
 }
 
@@ -910,7 +954,8 @@ fn a_flapping_edge_is_held_by_hysteresis_and_a_recovered_edge_is_back_within_ris
             }
             None => saw_clean = true,
         }
-        assert_playlist_names(&cg, &healthy, "while an edge flaps");
+        // Up, so still eligible: the playlist answers and may name it.
+        playlist_entries(&cg, "while an edge flaps");
         thread::sleep(Duration::from_millis(100));
     }
     assert!(
@@ -956,5 +1001,9 @@ fn a_flapping_edge_is_held_by_hysteresis_and_a_recovered_edge_is_back_within_ris
     );
     let e = edge(&edge_list(&cg), "flappy").clone();
     assert!(e["last_error"].is_null(), "{e}");
-    assert_playlist_names(&cg, &healthy, "after an edge came back");
+    let entries = playlist_entries(&cg, "after an edge came back");
+    assert!(
+        entries.contains(&format!("{}/air", fake.url())),
+        "the edge that came back is named again: {entries:?}"
+    );
 }

@@ -219,7 +219,17 @@ fn sighup_reloads_keeps_health_and_refuses_listen_changes() {
     wait_up(&cg, &["a", "b"]);
     let path = cg.config_path();
 
-    // Weight change by SIGHUP: applied at once, edges stay up throughout.
+    // A listener on a, counted before the reload.
+    let listener = support::Listener::connect(&format!("{}/air", f.a.url())).unwrap();
+    assert_eq!(listener.status(), 200);
+    wait_until("a's listener counted", Duration::from_secs(10), || {
+        status(&cg)["edges"][0]["listeners"] == 1
+    });
+
+    // Weight change by SIGHUP: applied at once. Watched every 20 ms from
+    // before the signal to a second after it applied (two poll intervals):
+    // both edges up and a's listener counted in every look, so a reset of
+    // health or counts, even one the next poll would hide, is seen.
     std::fs::write(
         &path,
         good.replace(
@@ -228,13 +238,42 @@ fn sighup_reloads_keeps_health_and_refuses_listen_changes() {
         ),
     )
     .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, admin) = (stop.clone(), cg.admin_url());
+        std::thread::spawn(move || {
+            let mut looks = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (_, _, body) = http_get(&format!("{admin}/status.json"));
+                let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                looks.push((
+                    s["edges"][0]["up"] == true && s["edges"][1]["up"] == true,
+                    s["edges"][0]["listeners"].as_u64(),
+                ));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            looks
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
     cg.signal(libc::SIGHUP);
     wait_until("weight applied", Duration::from_secs(5), || {
         status(&cg)["edges"][1]["weight"] == 5.0
     });
-    let s = status(&cg);
-    assert_eq!(s["edges"][0]["up"], true, "health survives a reload");
-    assert_eq!(s["edges"][1]["up"], true);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let looks = watcher.join().unwrap();
+    assert!(looks.len() > 20, "looks taken: {}", looks.len());
+    let bad: Vec<_> = looks
+        .iter()
+        .filter(|(up, listeners)| !*up || *listeners != Some(1))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "health and counts survive a reload: {} of {} looks saw a reset: {bad:?}",
+        bad.len(),
+        looks.len()
+    );
     assert_eq!(
         metric(&cg, "castgate_config_reloads_total{outcome=\"applied\"}"),
         1
@@ -432,6 +471,25 @@ fn edges_added_and_removed_at_runtime_survive_reloads() {
     // Remove b (from the file) and c (from the API): gone from answers.
     assert_eq!(api(&cg, "DELETE", "/api/edges/b", Some(TOKEN), "").0, 200);
     assert_eq!(api(&cg, "DELETE", "/api/edges/c", Some(TOKEN), "").0, 200);
+    // Both removals survive a reload of a changed file (b is still in it).
+    std::fs::write(
+        cg.config_path(),
+        text.replace("timeout: 400ms", "timeout: 350ms"),
+    )
+    .unwrap();
+    let (code, reply) = api(&cg, "POST", "/api/reload", Some(TOKEN), "");
+    assert_eq!(
+        (code, reply["outcome"].as_str()),
+        (200, Some("applied")),
+        "{reply}"
+    );
+    let names: Vec<String> = status(&cg)["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["a"], "b and c stay removed after a reload");
     // Only a is left and it is draining: nothing to send listeners to.
     let (code, headers, _) = http_get(&format!("{}/apple.m3u", cg.front_url()));
     assert_eq!(code, 503);

@@ -68,7 +68,7 @@ streams:
 
     // The new process waits on the upgrade socket; then the old one is
     // told to hand over.
-    let new = Castgate::start_with_args(&yaml, front, admin, &["--upgrade"]);
+    let mut new = Castgate::start_with_args(&yaml, front, admin, &["--upgrade"]);
     wait_until(
         "new process waiting on the upgrade socket",
         Duration::from_secs(10),
@@ -94,8 +94,13 @@ streams:
         "not before the grace period"
     );
 
-    // The new one serves the same ports.
-    std::thread::sleep(Duration::from_millis(500));
+    // The old one is gone: whatever answers on the ports now is the new
+    // process, which took them over.
+    assert!(new.is_running(), "the new process runs");
+    wait_until("the new process answers", Duration::from_secs(5), || {
+        http_get(&format!("{}/status.json", new.admin_url())).0 == 200
+            && ok.load(Ordering::Relaxed) > 0
+    });
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
     let (ok, refused) = (ok.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));

@@ -612,6 +612,19 @@ streams:
             playlists.len() >= 3,
             "{stream}: live refreshes {playlists:?}"
         );
+        if stream != "liver" {
+            // Every refresh stays with the session: one token throughout.
+            let tokens: HashSet<&str> = playlists
+                .iter()
+                .filter_map(|u| u.split("/s/").nth(1))
+                .filter_map(|rest| rest.split('/').next())
+                .collect();
+            assert_eq!(
+                tokens.len(),
+                1,
+                "{stream}: refreshes under one session token: {playlists:?}"
+            );
+        }
         eprintln!(
             "{stream}: played {}s, {} fragments from {origin}, {} playlist loads",
             report["played_seconds"],

@@ -949,6 +949,51 @@ mod tests {
         assert!(seen >= 5, "fixtures found: {seen}");
     }
 
+    /// Every input the `hls` fuzz target ever failed on
+    /// (fuzz/regressions/hls/, see its README): the poller's probe and the
+    /// rewriter take it without panicking, and the rewriter keeps its lines
+    /// and its URI lines (the blank-line bug made a segment out of one).
+    #[test]
+    fn fuzz_regressions_replay() {
+        let dir = format!("{}/fuzz/regressions/hls", env!("CARGO_MANIFEST_DIR"));
+        let base = Url::parse("http://edge1.example:8080/").unwrap();
+        let pl = Url::parse("http://edge1.example:8080/hls/stream.m3u8").unwrap();
+        let uri_lines = |t: &str| {
+            t.split_inclusive('\n')
+                .map(|raw| split_eol(raw).0)
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .count()
+        };
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some() {
+                continue; // README.md
+            }
+            seen += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let _ = crate::poll::hls::observe(&bytes);
+            let body = String::from_utf8_lossy(&bytes);
+            let out = rewrite(&body, &target_for(&pl, &base));
+            assert_eq!(
+                body.split_inclusive('\n').count(),
+                out.split_inclusive('\n').count(),
+                "{path:?}: {out:?}"
+            );
+            assert_eq!(uri_lines(&body), uri_lines(&out), "{path:?}: {out:?}");
+            let _ = position(&body);
+            let _ = renumber(
+                &body,
+                &Timeline {
+                    first: 1,
+                    seq: 5,
+                    disc: 1,
+                },
+            );
+        }
+        assert!(seen >= 5, "regression inputs found: {seen}");
+    }
+
     proptest::proptest! {
         #[test]
         fn tag_lines_without_uris_survive_any_text(lines in proptest::collection::vec("#[A-Z-]{1,12}:[ -~]{0,30}", 0..20)) {

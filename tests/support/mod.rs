@@ -79,13 +79,25 @@ fn is_executable(path: &Path) -> bool {
 ///
 /// The port is found by binding port 0 and dropping the listener, so another
 /// process could grab it before the caller binds it; the servers started by
-/// this harness retry with a fresh port when that happens.
+/// this harness retry with a fresh port when that happens. No port is handed
+/// out twice in one test process: the kernel may offer a just-released port
+/// again, and `(free_port(), free_port())` once gave castgate's front door
+/// and admin listener the same one.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+        let port = listener
+            .local_addr()
+            .expect("local_addr of a bound listener")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `f` every ~50 ms until it returns true or `timeout` passes; returns

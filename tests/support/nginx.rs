@@ -981,14 +981,21 @@ impl HlsServer {
     /// is a dir that contains `hls/`, like [`RtmpEdge::dir`].
     pub fn serving(root: &Path) -> HlsServer {
         let root = absolute(root);
-        HlsServer::launch(root.join("hls"), format!("root {};", root.display()))
+        HlsServer::launch(root.join("hls"), format!("root {};", root.display()), true)
     }
 
     /// Serves the files of `dir` itself as `/hls/FILE` (nginx `alias`), e.g.
     /// `tests/fixtures/hls` or [`RtmpEdge::hls_dir`].
     pub fn static_dir(dir: &Path) -> HlsServer {
         let dir = absolute(dir);
-        HlsServer::launch(dir.clone(), format!("alias {}/;", dir.display()))
+        HlsServer::launch(dir.clone(), format!("alias {}/;", dir.display()), true)
+    }
+
+    /// [`HlsServer::static_dir`] without `Access-Control-Allow-Origin`: an
+    /// edge that knows nothing of web players.
+    pub fn static_dir_without_cors(dir: &Path) -> HlsServer {
+        let dir = absolute(dir);
+        HlsServer::launch(dir.clone(), format!("alias {}/;", dir.display()), false)
     }
 
     /// Serves what `edge` cuts: `HlsServer::static_dir(edge.hls_dir())`.
@@ -996,7 +1003,12 @@ impl HlsServer {
         HlsServer::static_dir(&edge.hls_dir())
     }
 
-    fn launch(served: PathBuf, location: String) -> HlsServer {
+    fn launch(served: PathBuf, location: String, cors: bool) -> HlsServer {
+        let cors = if cors {
+            "add_header Access-Control-Allow-Origin *;"
+        } else {
+            ""
+        };
         nginx_bin();
         let nginx = NginxProcess::new("hls server", "castgate-nginx-hls-");
         let mut server = HlsServer {
@@ -1017,7 +1029,7 @@ impl HlsServer {
                  \x20     {HLS_TYPES}\n\
                  \x20     {location}\n\
                  \x20     add_header Cache-Control no-cache;\n\
-                 \x20     add_header Access-Control-Allow-Origin *;\n\
+                 \x20     {cors}\n\
                  \x20   }}\n\
                  \x20 }}\n\
                  }}\n",
