@@ -377,3 +377,56 @@ fn ffmpeg_reading_through_castgate_survives_its_slicer_dying() {
         "ffmpeg decoded {gained:.1}s of 15s after the kill"
     );
 }
+
+/// VLC 3 (its `adaptive` HLS module) playing `/live.m3u8` through castgate
+/// keeps decoding when its slicer dies: at least 10 s of audio in the 15 s
+/// after the kill.
+#[test]
+fn vlc_playing_through_castgate_survives_its_slicer_dying() {
+    let mut farm = TwoSlicers::start();
+    let dir = support::shared_temp_dir();
+    let out = dir.path().join("vlc.wav");
+    let watch = support::WavWatch::new(&out);
+    let mut child = support::vlc(&out, &format!("{}/live.m3u8", farm.cg.front_url()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cvlc");
+    wait_until("VLC decoding", Duration::from_secs(30), || {
+        watch.seconds() > 2.0
+    });
+    // VLC plays from a, the only live edge; b starts later, numbering its
+    // segments lower.
+    std::thread::sleep(LATER);
+    farm.start_b();
+    let session_edge = farm
+        .cg
+        .log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("path=/live/s/"))
+        .and_then(|l| l.split("edge=\"").nth(1))
+        .and_then(|e| e.split('"').next())
+        .map(str::to_string)
+        .expect("VLC's playlist refreshes are in the access log");
+    assert_eq!(session_edge, "a", "VLC's session is on a");
+    let before = watch.seconds();
+    farm.a.kill();
+    std::thread::sleep(Duration::from_secs(15));
+    let gained = watch.seconds() - before;
+    let alive = matches!(child.try_wait(), Ok(None));
+    support::kill_and_reap(&mut child);
+    let mut log = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut log);
+    }
+    eprintln!(
+        "VLC after the kill of a: {gained:.1}s of audio in 15s (before: {before:.1}s); VLC said:\n{}",
+        log.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+    assert!(alive, "VLC still running after its slicer died:\n{log}");
+    assert!(
+        gained >= 10.0,
+        "VLC decoded {gained:.1}s of 15s after the kill"
+    );
+}

@@ -338,12 +338,45 @@ streams:
     );
 }
 
-/// mpv playing `/apple.m3u` (the chosen relay, then its backups) keeps
-/// playing when that relay dies: it goes to the next entry, and decodes
-/// audio for at least 80% of the time it ran.
+/// A desktop player playing a playlist castgate answers, decoding to a
+/// file so the seconds it decoded can be counted.
+#[derive(Clone, Copy, Debug)]
+enum Player {
+    /// mpv with `--ao=pcm`: raw s16 stereo 44.1 kHz (176,400 bytes a second).
+    Mpv,
+    /// VLC 3 with the `afile` audio output ([`support::vlc`]): a WAV file.
+    Vlc,
+}
+
+impl Player {
+    fn command(self, out: &std::path::Path, url: &str) -> std::process::Command {
+        match self {
+            Player::Mpv => {
+                let mut c = std::process::Command::new(support::require_bin("mpv", "mpv"));
+                c.args([
+                    "--no-config",
+                    "--no-video",
+                    "--really-quiet",
+                    "--ao=pcm",
+                    "--ao-pcm-waveheader=no",
+                    "--audio-format=s16",
+                    "--audio-channels=stereo",
+                    "--audio-samplerate=44100",
+                ])
+                .arg(format!("--ao-pcm-file={}", out.display()))
+                .arg(url);
+                c
+            }
+            Player::Vlc => support::vlc(out, url),
+        }
+    }
+}
+
+/// mpv and VLC playing `/apple.m3u` and `/apple.pls` (the chosen relay,
+/// then its backups) keep playing when that relay dies: they go to the
+/// next entry, and decode audio for at least 80% of the time they ran.
 #[test]
-fn mpv_moves_to_a_playlist_backup_when_its_relay_dies() {
-    let mpv = support::require_bin("mpv", "mpv");
+fn players_move_to_a_playlist_backup_when_their_relay_dies() {
     let origin = Icecast::origin(IcecastOpts::default());
     let _src = Source::start(&origin, "/air");
     let mut relays = relays_of(&origin, 2);
@@ -367,54 +400,52 @@ streams:
     let (_, _, body) = http_get(&format!("{}/apple.m3u", cg.front_url()));
     let body = String::from_utf8_lossy(&body).into_owned();
     assert!(relays.iter().all(|r| body.contains(&r.url())), "{body}");
-    let dir = tempfile::tempdir().unwrap();
-    for list in ["apple.m3u", "apple.pls"] {
-        let pcm = dir.path().join(format!("{list}.pcm"));
-        let started = Instant::now();
-        let mut child = std::process::Command::new(&mpv)
-            .args([
-                "--no-config",
-                "--no-video",
-                "--really-quiet",
-                "--ao=pcm",
-                "--ao-pcm-waveheader=no",
-                "--audio-format=s16",
-                "--audio-channels=stereo",
-                "--audio-samplerate=44100",
-            ])
-            .arg(format!("--ao-pcm-file={}", pcm.display()))
-            .arg(format!("{}/{list}", cg.front_url()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run mpv");
-        wait_until("mpv on a relay", Duration::from_secs(10), || {
-            relays.iter().any(|r| r.listeners("/air") == Some(1))
-        });
-        std::thread::sleep(Duration::from_secs(4));
-        let playing = relays
-            .iter()
-            .position(|r| r.listeners("/air") == Some(1))
-            .expect("mpv's relay");
-        relays[playing].kill();
-        std::thread::sleep(Duration::from_secs(10));
-        let ran = started.elapsed();
-        let _ = child.kill();
-        let out = child.wait_with_output().expect("mpv's output");
-        let decoded = std::fs::metadata(&pcm).map_or(0, |m| m.len()) as f64 / (44_100.0 * 4.0);
-        eprintln!(
-            "mpv {list}: relay {playing} killed at 4 s; decoded {decoded:.1} s of audio in {:.1} s",
-            ran.as_secs_f64()
-        );
-        assert!(
-            decoded >= 0.8 * ran.as_secs_f64(),
-            "mpv {list} decoded {decoded:.1} s in {ran:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // Bring the relay back for the next playlist.
-        relays[playing].restart();
-        relays[playing].wait_mount_live("/air", Duration::from_secs(15));
-        wait_all_live(&cg);
+    let dir = support::shared_temp_dir();
+    for player in [Player::Mpv, Player::Vlc] {
+        for list in ["apple.m3u", "apple.pls"] {
+            let out = dir.path().join(format!("{player:?}-{list}.audio"));
+            let started = Instant::now();
+            // VLC starts its file again at each playlist entry.
+            let watch = matches!(player, Player::Vlc).then(|| support::WavWatch::new(&out));
+            let mut child = player
+                .command(&out, &format!("{}/{list}", cg.front_url()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("run {player:?}: {e}"));
+            wait_until(
+                &format!("{player:?} on a relay"),
+                Duration::from_secs(15),
+                || relays.iter().any(|r| r.listeners("/air") == Some(1)),
+            );
+            std::thread::sleep(Duration::from_secs(4));
+            let playing = relays
+                .iter()
+                .position(|r| r.listeners("/air") == Some(1))
+                .expect("the player's relay");
+            relays[playing].kill();
+            std::thread::sleep(Duration::from_secs(10));
+            let ran = started.elapsed();
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("the player's output");
+            let decoded = match &watch {
+                Some(w) => w.seconds(),
+                None => std::fs::metadata(&out).map_or(0, |m| m.len()) as f64 / (44_100.0 * 4.0),
+            };
+            eprintln!(
+                "{player:?} {list}: relay {playing} killed at 4 s; decoded {decoded:.1} s of audio in {:.1} s",
+                ran.as_secs_f64()
+            );
+            assert!(
+                decoded >= 0.8 * ran.as_secs_f64(),
+                "{player:?} {list} decoded {decoded:.1} s in {ran:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            // Bring the relay back for the next run.
+            relays[playing].restart();
+            relays[playing].wait_mount_live("/air", Duration::from_secs(15));
+            wait_all_live(&cg);
+        }
     }
 }
 

@@ -422,7 +422,7 @@ fn a_multi_worker_nginx_rtmp_edge_does_not_flap() {
         r#"
 listen: ["127.0.0.1:{front}"]
 admin: {{ listen: "127.0.0.1:{admin}" }}
-poll: {{ interval: 500ms, timeout: 400ms, rise: 1, fall: 1 }}
+poll: {{ interval: 1s, timeout: 900ms, rise: 1, fall: 1 }}
 edges:
   - {{ name: mw, kind: nginx_rtmp, url: "{}", workers: 2 }}
 streams:

@@ -1386,3 +1386,120 @@ impl Drop for Castgate {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// VLC
+// ---------------------------------------------------------------------------
+
+/// VLC 3 (`cvlc`, no interface) playing `url` with the `afile` audio output,
+/// decoding to the WAV file `out` (s16 stereo at the stream's rate) so the
+/// seconds it decoded can be counted ([`wav_seconds`]). VLC refuses to run
+/// as root, so it runs as `nobody` when the test is root (CI): `out`'s
+/// directory must be writable by it. HOME is that directory.
+pub fn vlc(out: &Path, url: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(require_bin("cvlc", "vlc-bin vlc-plugin-base"));
+    c.args([
+        "-I",
+        "dummy",
+        "--quiet",
+        "--no-video",
+        "--aout=afile",
+        "--audiofile-format=s16",
+        "--audiofile-channels=2",
+    ])
+    .arg(format!("--audiofile-file={}", out.display()))
+    .arg(url);
+    if let Some(dir) = out.parent() {
+        c.env("HOME", dir);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        c.uid(65534).gid(65534);
+    }
+    c
+}
+
+/// Seconds of audio VLC decoded into a WAV file over its life: its `afile`
+/// output starts the file again at each new playlist item (a move to a
+/// backup entry truncates it), so a thread looks at it every 100 ms and
+/// adds up what each start of it held.
+pub struct WavWatch {
+    total: Arc<std::sync::Mutex<(f64, f64)>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WavWatch {
+    /// Watches `path` (which may not exist yet).
+    pub fn new(path: &Path) -> WavWatch {
+        let total = Arc::new(std::sync::Mutex::new((0.0, 0.0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (total, stop, path) = (total.clone(), stop.clone(), path.to_path_buf());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = wav_seconds(&path);
+                    let mut t = total.lock().unwrap_or_else(|e| e.into_inner());
+                    // (seconds of the files before this one, this one's)
+                    if now + 0.5 < t.1 {
+                        t.0 += t.1;
+                    }
+                    t.1 = now;
+                    drop(t);
+                    thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        WavWatch {
+            total,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Seconds decoded so far, every start of the file added up.
+    pub fn seconds(&self) -> f64 {
+        let t = self.total.lock().unwrap_or_else(|e| e.into_inner());
+        t.0 + t.1
+    }
+}
+
+impl Drop for WavWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A temp dir anyone may write to (for [`vlc`], which runs as nobody).
+pub fn shared_temp_dir() -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod 777 the temp dir");
+    dir
+}
+
+/// Seconds of audio in a WAV file that may still be being written: RIFF's
+/// channels (offset 22), rate (24) and bits (34) from the header, and
+/// everything after its 44 bytes as data (VLC writes the sizes only when it
+/// closes). 0 when the file or its header is missing.
+pub fn wav_seconds(path: &Path) -> f64 {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let le16 = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let rate = bytes
+        .get(24..28)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let frame = f64::from(le16(22)) * f64::from(le16(34)) / 8.0;
+    if rate == 0 || frame == 0.0 {
+        return 0.0;
+    }
+    bytes.len().saturating_sub(44) as f64 / (f64::from(rate) * frame)
+}
