@@ -156,6 +156,10 @@ pub struct AccessLine<'a> {
     pub code: u16,
     /// Time from the request's start to its end, microseconds.
     pub micros: u64,
+    /// A relayed stream resumed on other edges: how many times, and the
+    /// silence the listener had across all of them (written as `resumes`
+    /// and `gap_ms` only when there was one).
+    pub resumes: Option<(u32, std::time::Duration)>,
 }
 
 /// Write one access-log line (target `castgate::access`, level INFO, the
@@ -163,7 +167,8 @@ pub struct AccessLine<'a> {
 ///
 /// - text: `2026-12-01T21:05:51.534741Z  INFO castgate::access:
 ///   client=127.0.0.1:50412 method=GET path=/apple.m3u stream="apple"
-///   format="m3u" edge="a" code=200 micros=57`;
+///   format="m3u" edge="a" code=200 micros=57` (a relayed stream that
+///   resumed on other edges adds `resumes=2 gap_ms=1430`);
 /// - JSON: `{"timestamp":…,"level":"INFO","fields":{"client":…,…},
 ///   "target":"castgate::access"}`.
 ///
@@ -217,11 +222,11 @@ pub fn access(line: &AccessLine<'_>) {
             quoted(&mut out, line.format);
             out.push_str(",\"edge\":");
             quoted(&mut out, line.edge);
-            let _ = writeln!(
-                out,
-                ",\"code\":{},\"micros\":{}}},\"target\":\"castgate::access\"}}",
-                line.code, line.micros
-            );
+            let _ = write!(out, ",\"code\":{},\"micros\":{}", line.code, line.micros);
+            if let Some((n, gap)) = line.resumes {
+                let _ = write!(out, ",\"resumes\":{n},\"gap_ms\":{}", gap.as_millis());
+            }
+            let _ = writeln!(out, "}},\"target\":\"castgate::access\"}}");
         } else {
             let _ = write!(out, "{now}  INFO castgate::access: client=");
             if let Some(c) = line.client {
@@ -237,7 +242,11 @@ pub fn access(line: &AccessLine<'_>) {
             quoted(&mut out, line.format);
             out.push_str(" edge=");
             quoted(&mut out, line.edge);
-            let _ = writeln!(out, " code={} micros={}", line.code, line.micros);
+            let _ = write!(out, " code={} micros={}", line.code, line.micros);
+            if let Some((n, gap)) = line.resumes {
+                let _ = write!(out, " resumes={n} gap_ms={}", gap.as_millis());
+            }
+            out.push('\n');
         }
         let _ = Append.write_all(out.as_bytes());
     });

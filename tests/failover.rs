@@ -149,8 +149,14 @@ fn whole_frames(audio: &[u8], who: &str) -> usize {
 
 /// `n` Icecast relays of `origin`'s `/air`, each live.
 fn relays_of(origin: &Icecast, n: usize) -> Vec<Icecast> {
+    // Room for every listener of the relay test on the last relay standing
+    // (Icecast's default of 100 clients would refuse resumes past it).
+    let opts = IcecastOpts {
+        max_clients: 500,
+        ..IcecastOpts::default()
+    };
     let relays: Vec<Icecast> = (0..n)
-        .map(|_| Icecast::relay(origin, &["/air"], IcecastOpts::default()))
+        .map(|_| Icecast::relay(origin, &["/air"], opts.clone()))
         .collect();
     for r in &relays {
         r.wait_mount_live("/air", Duration::from_secs(15));
@@ -198,7 +204,17 @@ fn metric_sum(cg: &Castgate, prefix: &str) -> f64 {
         .sum()
 }
 
-/// 60 proxied listeners, a third with `Icy-MetaData: 1`, on three relays
+/// Listeners of the relay test: `CASTGATE_FAILOVER_LISTENERS`, default 60
+/// (issue 13 asks 200; measured with it, see the README).
+fn relay_test_listeners() -> usize {
+    std::env::var("CASTGATE_FAILOVER_LISTENERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
+/// 60 proxied listeners (`CASTGATE_FAILOVER_LISTENERS`), a third with
+/// `Icy-MetaData: 1`, on three relays
 /// of one origin; two relays killed one after the other. Every listener's
 /// connection stays open, its bytes are whole MPEG frames from the first to
 /// the last (and whole ICY blocks at the interval it was told), and the
@@ -245,14 +261,15 @@ streams:
     wait_all_live(&cg);
     let addr = format!("127.0.0.1:{front}");
     let stop = Arc::new(AtomicBool::new(false));
-    let listeners: Vec<(bool, JoinHandle<Heard>)> = (0..60)
+    let n = relay_test_listeners();
+    let listeners: Vec<(bool, JoinHandle<Heard>)> = (0..n)
         .map(|i| {
             let icy = i % 3 == 0;
             std::thread::sleep(Duration::from_millis(20));
             (icy, listen(addr.clone(), icy, stop.clone()))
         })
         .collect();
-    wait_listeners_on(&relays, 60);
+    wait_listeners_on(&relays, n as u64);
     let on: Vec<u64> = relays
         .iter()
         .map(|r| r.listeners("/air").unwrap_or(0))
@@ -319,9 +336,13 @@ streams:
     }
     let failovers = metric_sum(&cg, "castgate_failovers_total{");
     eprintln!(
-        "60 listeners, two of three relays killed: 0 closed, {failovers} resumes, longest silence {longest:?}, {survivor:?} on the last relay"
+        "{n} listeners, two of three relays killed: 0 closed, {failovers} resumes, longest silence {longest:?}, {survivor:?} on the last relay"
     );
-    assert!(failovers >= 40.0, "{failovers} resumes counted");
+    // Two of three relays' listeners resumed at least once.
+    assert!(
+        failovers >= (2 * n / 3) as f64,
+        "{failovers} resumes counted"
+    );
     // A killed relay closes its connections, so a resume starts at once:
     // the silence is the relay's last gap before the kill plus one connect
     // and head. Measured 1.4 s alone and 2.3 s with the whole suite on two
@@ -331,11 +352,29 @@ streams:
         longest <= Duration::from_secs(3),
         "longest silence {longest:?}"
     );
-    let log = cg.log();
+    // The listeners hung up: each one's access line tells its resumes and
+    // the silence they cost.
+    let mut log = String::new();
+    wait_until(
+        "the listeners' access lines",
+        Duration::from_secs(10),
+        || {
+            log = cg.log();
+            log.lines()
+                .filter(|l| l.contains("path=/apple ") && l.contains(" resumes="))
+                .count()
+                >= n / 2
+        },
+    );
     assert!(
         log.contains("relayed stream resumed on another edge"),
         "{log}"
     );
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("path=/apple ") && l.contains(" resumes="))
+        .unwrap_or_default();
+    assert!(resumed.contains(" gap_ms="), "{resumed}");
 }
 
 /// A desktop player playing a playlist castgate answers, decoding to a
@@ -449,7 +488,8 @@ streams:
     }
 }
 
-/// `POST /api/edges/r0/evacuate` under 40 proxied listeners: the relay is
+/// `POST /api/edges/r0/evacuate` under 40 proxied listeners
+/// (`CASTGATE_FAILOVER_LISTENERS` × 2/3): the relay is
 /// drained and every listener castgate relays from it moves to the other
 /// relay, at most `failover.evacuate_rate` a second, none closed, their
 /// bytes whole MPEG frames; then r0 has no castgate listener.
@@ -488,13 +528,14 @@ streams:
     wait_all_live(&cg);
     let addr = format!("127.0.0.1:{front}");
     let stop = Arc::new(AtomicBool::new(false));
-    let listeners: Vec<JoinHandle<Heard>> = (0..40)
+    let n = (relay_test_listeners() * 2 / 3) as u64;
+    let listeners: Vec<JoinHandle<Heard>> = (0..n)
         .map(|i| {
             std::thread::sleep(Duration::from_millis(20));
             listen(addr.clone(), i % 3 == 0, stop.clone())
         })
         .collect();
-    wait_listeners_on(&relays, 40);
+    wait_listeners_on(&relays, n);
     std::thread::sleep(Duration::from_secs(2));
     let on_r0 = relayed(0);
     assert!(on_r0 > 5, "{on_r0} listeners on r0");
@@ -509,13 +550,15 @@ streams:
     let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(reply["moving"].as_u64(), Some(on_r0), "{reply}");
     assert_eq!(reply["state"], "disabled", "{reply}");
-    wait_until("r0 evacuated", Duration::from_secs(30), || relayed(0) == 0);
+    wait_until("r0 evacuated", Duration::from_secs(30 + n / 10), || {
+        relayed(0) == 0
+    });
     let took = started.elapsed();
     wait_until("r0 has no listener", Duration::from_secs(10), || {
         relays[0].listeners("/air") == Some(0)
     });
-    wait_until("r1 has all 40", Duration::from_secs(10), || {
-        relays[1].listeners("/air") == Some(40)
+    wait_until("r1 has them all", Duration::from_secs(10), || {
+        relays[1].listeners("/air") == Some(n)
     });
     // 10 a second: the last leaves (n - 1) / 10 s after the first.
     let bound = Duration::from_millis((on_r0 - 1) * 100);
@@ -537,5 +580,7 @@ streams:
             whole_frames(&heard.body, &who);
         }
     }
-    eprintln!("evacuate: {on_r0} listeners moved off r0 in {took:?} at 10 a second, none closed");
+    eprintln!(
+        "evacuate: {on_r0} of {n} listeners moved off r0 in {took:?} at 10 a second, none closed"
+    );
 }

@@ -835,6 +835,9 @@ pub struct Ctx {
     /// Edges (by name) that failed this request before answering (proxy
     /// mode), not to be tried again for it.
     refused_by: Vec<Arc<str>>,
+    /// A relayed stream's resumes on other edges and the silence across
+    /// them, for the access log.
+    resumes: Option<(u32, Duration)>,
 }
 
 /// Access-log fields decided while answering: stream, format, edge.
@@ -1603,6 +1606,8 @@ impl relay::Resume for Resumer<'_> {
     }
 
     fn resumed(&mut self, gap: Duration) {
+        let (n, total) = self.ctx.resumes.unwrap_or_default();
+        self.ctx.resumes = Some((n + 1, total + gap));
         let stream = self.ctx.proxy.as_ref().map_or("-", |c| c.stream_name());
         self.door
             .state
@@ -1838,6 +1843,7 @@ impl ProxyHttp for FrontDoor {
                 edge: edge.as_deref().unwrap_or("-"),
                 code: status,
                 micros,
+                resumes: ctx.resumes,
             });
         }
     }
