@@ -627,13 +627,44 @@ streams:
         let errs = not_live(&a, &b);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].place, "listen");
-        let mut c = a.clone();
-        c.poll.ca_file = Some("/etc/castgate/edges-ca.pem".into());
-        let errs = not_live(&a, &c);
-        assert_eq!(
-            errs.iter().map(|e| e.place.as_str()).collect::<Vec<_>>(),
-            ["poll.ca_file"]
-        );
+        // Every setting the README says cannot change live, one at a time.
+        let changes: [(&str, fn(&mut FileConfig)); 10] = [
+            ("admin.listen", |f| {
+                f.admin.listen = "127.0.0.1:9".parse().unwrap()
+            }),
+            ("server.threads", |f| f.server.threads += 1),
+            ("server.work_stealing", |f| {
+                f.server.work_stealing = !f.server.work_stealing
+            }),
+            ("server.send_buffer", |f| {
+                f.server.send_buffer = Some(f.server.send_buffer.unwrap_or(0) + 4096)
+            }),
+            ("server.grace_period", |f| {
+                f.server.grace_period += std::time::Duration::from_secs(1)
+            }),
+            ("server.shutdown_timeout", |f| {
+                f.server.shutdown_timeout += std::time::Duration::from_secs(1)
+            }),
+            ("sticky.secret_file", |f| {
+                f.sticky.secret_file = Some("/etc/castgate/other-secret".into())
+            }),
+            ("admin.token_file", |f| {
+                f.admin.token_file = Some("/etc/castgate/other-token".into())
+            }),
+            ("poll.ca_file", |f| {
+                f.poll.ca_file = Some("/etc/castgate/edges-ca.pem".into())
+            }),
+            ("listen", |f| f.listen.clear()),
+        ];
+        for (place, change) in changes {
+            let mut c = a.clone();
+            change(&mut c);
+            let errs = not_live(&a, &c);
+            assert_eq!(
+                errs.iter().map(|e| e.place.as_str()).collect::<Vec<_>>(),
+                [place]
+            );
+        }
     }
 
     #[test]

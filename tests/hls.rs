@@ -647,3 +647,32 @@ streams:
         "castgate's CORS header on the proxied segment"
     );
 }
+
+/// A token past its `sticky.ttl` is ignored: asking with it gets a new
+/// session URL (a `302` to a fresh token), not the old edge's playlist.
+#[test]
+fn an_expired_token_is_ignored() {
+    let f = farm();
+    let secret = secret_file();
+    let (front, admin) = (free_port(), free_port());
+    // The shortest ttl castgate accepts.
+    let yaml = config(&f, secret.path(), front, admin).replace("ttl: 1h", "ttl: 10s");
+    let cg = Castgate::start(&yaml, front, admin);
+    wait_until("edges live", Duration::from_secs(20), || {
+        http_get(&format!("{}/live.m3u8", cg.front_url())).0 == 302
+    });
+    let url = session_url(&cg, "live");
+    assert_eq!(
+        http_get(&format!("{}{url}", cg.front_url())).0,
+        200,
+        "fresh"
+    );
+    // Expiry is in whole Unix seconds: 10 s of ttl end within 11 s.
+    std::thread::sleep(Duration::from_secs(11));
+    let (code, headers, _) = http_get(&format!("{}{url}", cg.front_url()));
+    assert_eq!(code, 302, "an expired token gets a new session URL");
+    let loc = header(&headers, "location").unwrap_or_default().to_string();
+    let token = |u: &str| u.split('/').nth(3).unwrap_or_default().to_string();
+    assert_ne!(token(&loc), token(&url), "a new token");
+    assert_eq!(http_get(&format!("{}{loc}", cg.front_url())).0, 200);
+}

@@ -208,6 +208,18 @@ fn reload_under_load_keeps_answering_and_refuses_bad_files() {
         cg.log().contains("edges[0].kind"),
         "the invalid file's errors are logged with their place"
     );
+    // Asked again with nothing changed: `unchanged`, counted as such.
+    let before = metric(&cg, "castgate_config_reloads_total{outcome=\"unchanged\"}");
+    let (code, reply) = api(&cg, "POST", "/api/reload", Some(TOKEN), "");
+    assert_eq!(
+        (code, reply["outcome"].as_str()),
+        (200, Some("unchanged")),
+        "{reply}"
+    );
+    assert_eq!(
+        metric(&cg, "castgate_config_reloads_total{outcome=\"unchanged\"}"),
+        before + 1
+    );
 }
 
 #[test]
