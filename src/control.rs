@@ -628,7 +628,8 @@ streams:
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].place, "listen");
         // Every setting the README says cannot change live, one at a time.
-        let changes: [(&str, fn(&mut FileConfig)); 10] = [
+        type Change = fn(&mut FileConfig);
+        let changes: [(&str, Change); 10] = [
             ("admin.listen", |f| {
                 f.admin.listen = "127.0.0.1:9".parse().unwrap()
             }),
