@@ -264,79 +264,94 @@ pub fn renumber(body: &str, timeline: &Timeline) -> Option<String> {
     Some(out)
 }
 
-/// How long [`Answered`] remembers a session after its last playlist.
+/// How long [`Answered`] remembers a session after its last playlist: at
+/// least half of this, at most all of it.
 pub const REMEMBER_FOR: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Sessions [`Answered`] remembers at most; past that, those not seen for
-/// [`REMEMBER_FOR`] are forgotten, then the oldest.
+/// Sessions [`Answered`] remembers at most.
 pub const MAX_REMEMBERED: usize = 100_000;
 
 /// Where castgate's last answered media playlist of each rewrite-mode
-/// session ended (in the numbers the player saw), and the session's last
-/// move, so that a move to an edge with other segment numbers can continue
-/// them ([`timeline_for_move`]), and the timeline each move gave it (a
-/// player that keeps asking its old URL after the `302` gets the same one
-/// again). In memory, per instance: a session that
-/// moves on an instance that never answered it moves without a timeline,
-/// as before. The timeline, once made, travels in the session's token.
+/// session ended (in the numbers the player saw), so that a move to an
+/// edge with other segment numbers can continue them
+/// ([`timeline_for_move`]), and the timeline each move gave it (a player
+/// that keeps asking its old URL after the `302` gets the same one again).
+/// In memory, per instance: a session that moves on an instance that never
+/// answered it moves without a timeline, as before. The timeline, once
+/// made, travels in the session's token.
+///
+/// Two generations of a map: sessions are written to the current one;
+/// when it holds half of [`MAX_REMEMBERED`] or is half of [`REMEMBER_FOR`]
+/// old it becomes the previous one and the old previous is dropped; a
+/// session found only in the previous one moves back to the current. Every
+/// call is O(1) under one short lock.
 #[derive(Debug, Default)]
 pub struct Answered {
-    sessions: std::sync::Mutex<std::collections::HashMap<u64, Remembered>>,
+    inner: std::sync::Mutex<Generations>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
+struct Generations {
+    current: std::collections::HashMap<u64, Remembered>,
+    previous: std::collections::HashMap<u64, Remembered>,
+    /// When `current` became current; `None` before the first write.
+    since: Option<std::time::Instant>,
+}
+
+#[derive(Debug, Clone, Default)]
 struct Remembered {
     seen: Option<(Position, std::time::Instant)>,
-    at: std::time::Instant,
     /// Per edge the session was moved to: the timeline it got there.
     timelines: Vec<(std::sync::Arc<str>, Timeline)>,
 }
 
-impl Answered {
-    fn with<T>(&self, f: impl FnOnce(&mut std::collections::HashMap<u64, Remembered>) -> T) -> T {
-        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut map)
+impl Generations {
+    fn get(&self, session: u64) -> Option<&Remembered> {
+        self.current
+            .get(&session)
+            .or_else(|| self.previous.get(&session))
     }
 
-    fn entry(
-        map: &mut std::collections::HashMap<u64, Remembered>,
-        session: u64,
-    ) -> &mut Remembered {
-        let now = std::time::Instant::now();
-        if map.len() >= MAX_REMEMBERED && !map.contains_key(&session) {
-            map.retain(|_, r| now.duration_since(r.at) < REMEMBER_FOR);
-            if map.len() >= MAX_REMEMBERED {
-                if let Some(oldest) = map.iter().min_by_key(|(_, r)| r.at).map(|(k, _)| *k) {
-                    map.remove(&oldest);
-                }
-            }
+    /// The session's entry in the current generation, made or moved there.
+    fn entry(&mut self, session: u64, now: std::time::Instant) -> &mut Remembered {
+        let old = self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= REMEMBER_FOR / 2);
+        if old || self.current.len() >= MAX_REMEMBERED / 2 {
+            self.previous = std::mem::take(&mut self.current);
+            self.since = Some(now);
         }
-        let r = map.entry(session).or_insert(Remembered {
-            seen: None,
-            at: now,
-            timelines: Vec::new(),
-        });
-        r.at = now;
-        r
+        if !self.current.contains_key(&session) {
+            let moved = self.previous.remove(&session).unwrap_or_default();
+            self.current.insert(session, moved);
+        }
+        self.current.entry(session).or_default()
+    }
+}
+
+impl Answered {
+    fn with<T>(&self, f: impl FnOnce(&mut Generations) -> T) -> T {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
     }
 
     /// Session `session` was just answered a media playlist ending at
     /// `seen`.
     pub fn record(&self, session: u64, seen: Position) {
         let now = std::time::Instant::now();
-        self.with(|m| Self::entry(m, session).seen = Some((seen, now)));
+        self.with(|g| g.entry(session, now).seen = Some((seen, now)));
     }
 
     /// Where the last answer to `session` ended, and when it was given, if
     /// remembered.
     pub fn seen(&self, session: u64) -> Option<(Position, std::time::Instant)> {
-        self.with(|m| m.get(&session).and_then(|r| r.seen))
+        self.with(|g| g.get(session).and_then(|r| r.seen))
     }
 
     /// The timeline `session` got when it moved to `edge`.
     pub fn moved_to(&self, session: u64, edge: &str) -> Option<Timeline> {
-        self.with(|m| {
-            m.get(&session).and_then(|r| {
+        self.with(|g| {
+            g.get(session).and_then(|r| {
                 r.timelines
                     .iter()
                     .find(|(e, _)| &**e == edge)
@@ -347,8 +362,9 @@ impl Answered {
 
     /// `session` moved to `edge` with `timeline`.
     pub fn record_move(&self, session: u64, edge: std::sync::Arc<str>, timeline: Timeline) {
-        self.with(|m| {
-            let r = Self::entry(m, session);
+        let now = std::time::Instant::now();
+        self.with(|g| {
+            let r = g.entry(session, now);
             match r.timelines.iter_mut().find(|(e, _)| *e == edge) {
                 Some(slot) => slot.1 = timeline,
                 None => r.timelines.push((edge, timeline)),
@@ -356,9 +372,9 @@ impl Answered {
         });
     }
 
-    /// Sessions remembered now.
+    /// Sessions remembered now (both generations).
     pub fn len(&self) -> usize {
-        self.with(|m| m.len())
+        self.with(|g| g.current.len() + g.previous.len())
     }
 
     /// Whether none is remembered.
@@ -663,6 +679,36 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The memory stays within MAX_REMEMBERED however many sessions pass,
+    /// keeps the recent ones, and moves a session seen again back to the
+    /// current generation.
+    #[test]
+    fn answered_is_bounded_and_keeps_recent_sessions() {
+        let a = Answered::default();
+        let p = |last| Position { last, disc: 0 };
+        a.record(7, p(1));
+        for s in 100..100 + MAX_REMEMBERED as u64 * 2 {
+            a.record(s, p(s));
+            if s % 10_000 == 0 {
+                // Session 7 keeps playing.
+                a.record(7, p(s));
+            }
+        }
+        assert!(a.len() <= MAX_REMEMBERED, "{}", a.len());
+        assert!(a.seen(7).is_some(), "a session seen recently is remembered");
+        assert!(a.seen(100).is_none(), "the oldest are forgotten");
+        let last = 100 + MAX_REMEMBERED as u64 * 2 - 1;
+        assert_eq!(a.seen(last).map(|(pos, _)| pos.last), Some(last));
+        let t = Timeline {
+            first: 3,
+            seq: 4,
+            disc: 1,
+        };
+        a.record_move(last, "b".into(), t);
+        assert_eq!(a.moved_to(last, "b"), Some(t));
+        assert_eq!(a.moved_to(last, "c"), None);
     }
 
     #[test]
