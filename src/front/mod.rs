@@ -691,12 +691,14 @@ fn steering(
         .filter_map(|&e| snap.edges.get(e).map(|v| &*v.name))
         .collect();
     let first_name = names.first().copied().unwrap_or_default();
-    state.sessions.seen(Seen {
-        session: claims.session,
-        stream: snap.streams[stream].name.clone(),
-        edge: snap.edges[first].name.clone(),
-        at: Instant::now(),
-    });
+    if let (Some(s), Some(e)) = (snap.streams.get(stream), snap.edges.get(first)) {
+        state.sessions.seen(Seen {
+            session: claims.session,
+            stream: s.name.clone(),
+            edge: e.name.clone(),
+            at: Instant::now(),
+        });
+    }
     let (reload, _) = state
         .sticky
         .reissue(claims.session, first_name, SystemTime::now());
