@@ -102,6 +102,19 @@ streams:
     }
 }
 
+/// The edge of the last session playlist castgate answered for `/live`,
+/// from its access log: the edge a player is on.
+fn last_session_edge(cg: &Castgate) -> String {
+    cg.log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("path=/live/s/"))
+        .and_then(|l| l.split("edge=\"").nth(1))
+        .and_then(|e| e.split('"').next())
+        .map(str::to_string)
+        .expect("the player's playlist refreshes are in the access log")
+}
+
 /// (Media Sequence Number, Discontinuity Sequence Number, URI) of each
 /// segment as a player reads them (a DISCONTINUITY tag raises the number of
 /// the segment after it).
@@ -340,16 +353,7 @@ fn ffmpeg_reading_through_castgate_survives_its_slicer_dying() {
     farm.start_b();
     // What ffmpeg reported meanwhile.
     collect(Instant::now() + Duration::from_millis(500), &mut progress);
-    let session_edge = farm
-        .cg
-        .log()
-        .lines()
-        .rev()
-        .find(|l| l.contains("path=/live/s/"))
-        .and_then(|l| l.split("edge=\"").nth(1))
-        .and_then(|e| e.split('"').next())
-        .map(str::to_string)
-        .expect("ffmpeg's playlist refreshes are in the access log");
+    let session_edge = last_session_edge(&farm.cg);
     let before = progress.last().map_or(0.0, |p| p.1);
     eprintln!("ffmpeg on edge {session_edge}: {before:.1}s of audio so far");
     assert_eq!(session_edge, "a", "ffmpeg's session is on a");
@@ -399,16 +403,7 @@ fn vlc_playing_through_castgate_survives_its_slicer_dying() {
     // segments lower.
     std::thread::sleep(LATER);
     farm.start_b();
-    let session_edge = farm
-        .cg
-        .log()
-        .lines()
-        .rev()
-        .find(|l| l.contains("path=/live/s/"))
-        .and_then(|l| l.split("edge=\"").nth(1))
-        .and_then(|e| e.split('"').next())
-        .map(str::to_string)
-        .expect("VLC's playlist refreshes are in the access log");
+    let session_edge = last_session_edge(&farm.cg);
     assert_eq!(session_edge, "a", "VLC's session is on a");
     let before = watch.seconds();
     farm.a.kill();

@@ -520,6 +520,16 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                 record_session(snap, state, stream, &pick);
             }
             let assigned = pick.new || pick.moved;
+            let rewrite_job = |moving_from: Option<String>| RewriteJob {
+                stream,
+                edge: pick.edge,
+                rest: rest.to_string(),
+                query: req.query.map(str::to_string),
+                token: pick.token.clone(),
+                session: pick.session,
+                timeline: pick.timeline,
+                moving_from,
+            };
             match conf.mode {
                 StreamMode::Redirect => {
                     let location = with_query(
@@ -537,16 +547,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                 // the player's media sequence, which needs a look at the
                 // new edge's playlist.
                 StreamMode::Rewrite if pick.moved && pick.from.is_some() => {
-                    Action::Rewrite(RewriteJob {
-                        stream,
-                        edge: pick.edge,
-                        rest: rest.to_string(),
-                        query: req.query.map(str::to_string),
-                        token: pick.token,
-                        session: pick.session,
-                        timeline: pick.timeline,
-                        moving_from: pick.from,
-                    })
+                    Action::Rewrite(rewrite_job(pick.from.clone()))
                 }
                 _ if pick.moved && is_playlist => {
                     // The session moves: its URLs carry the new token.
@@ -559,16 +560,7 @@ pub fn decide(snap: &Snapshot, state: &State, req: &Request<'_>) -> Action {
                     }
                     Action::Answer(a.for_stream(stream, format, Some(pick.edge)))
                 }
-                StreamMode::Rewrite => Action::Rewrite(RewriteJob {
-                    stream,
-                    edge: pick.edge,
-                    rest: rest.to_string(),
-                    query: req.query.map(str::to_string),
-                    token: pick.token,
-                    session: pick.session,
-                    timeline: pick.timeline,
-                    moving_from: None,
-                }),
+                StreamMode::Rewrite => Action::Rewrite(rewrite_job(None)),
                 StreamMode::Proxy => Action::Proxy(ProxyJob {
                     stream,
                     edge: pick.edge,
