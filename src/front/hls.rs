@@ -118,9 +118,25 @@ pub fn numbers(body: &str) -> Vec<Position> {
 }
 
 /// Where a media playlist ends; `None` for a multivariant playlist or one
-/// without segments.
+/// without segments. (The last of [`numbers`], without collecting them: it
+/// runs on every rewritten playlist.)
 pub fn position(body: &str) -> Option<Position> {
-    numbers(body).last().copied()
+    if !body.contains("#EXTINF:") {
+        return None;
+    }
+    let mut seq = header_number(body, "#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0);
+    let mut disc = header_number(body, "#EXT-X-DISCONTINUITY-SEQUENCE:").unwrap_or(0);
+    let mut last = None;
+    for line in body.lines() {
+        let line = line.trim();
+        if is_discontinuity(line) {
+            disc += 1;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            last = Some(Position { last: seq, disc });
+            seq += 1;
+        }
+    }
+    last
 }
 
 /// `EXT-X-TARGETDURATION` of a media playlist, whole seconds (at least 1).
@@ -301,8 +317,10 @@ struct Generations {
 #[derive(Debug, Clone, Default)]
 struct Remembered {
     seen: Option<(Position, std::time::Instant)>,
-    /// Per edge the session was moved to: the timeline it got there.
-    timelines: Vec<(std::sync::Arc<str>, Timeline)>,
+    /// The session's last move, (from, to), and the timeline it got: given
+    /// again to a player that asks its old URL after the `302`. A later move
+    /// replaces it, so a move back and forth is computed afresh.
+    last_move: Option<(std::sync::Arc<str>, std::sync::Arc<str>, Timeline)>,
 }
 
 impl Generations {
@@ -348,28 +366,27 @@ impl Answered {
         self.with(|g| g.get(session).and_then(|r| r.seen))
     }
 
-    /// The timeline `session` got when it moved to `edge`.
-    pub fn moved_to(&self, session: u64, edge: &str) -> Option<Timeline> {
+    /// The timeline `session` got when it last moved, if that move was
+    /// from `from` to `to`.
+    pub fn moved_to(&self, session: u64, from: &str, to: &str) -> Option<Timeline> {
         self.with(|g| {
-            g.get(session).and_then(|r| {
-                r.timelines
-                    .iter()
-                    .find(|(e, _)| &**e == edge)
-                    .map(|(_, t)| *t)
-            })
+            g.get(session)
+                .and_then(|r| r.last_move.as_ref())
+                .filter(|(f, t, _)| &**f == from && &**t == to)
+                .map(|(_, _, timeline)| *timeline)
         })
     }
 
-    /// `session` moved to `edge` with `timeline`.
-    pub fn record_move(&self, session: u64, edge: std::sync::Arc<str>, timeline: Timeline) {
+    /// `session` moved from `from` to `to` with `timeline`.
+    pub fn record_move(
+        &self,
+        session: u64,
+        from: std::sync::Arc<str>,
+        to: std::sync::Arc<str>,
+        timeline: Timeline,
+    ) {
         let now = std::time::Instant::now();
-        self.with(|g| {
-            let r = g.entry(session, now);
-            match r.timelines.iter_mut().find(|(e, _)| *e == edge) {
-                Some(slot) => slot.1 = timeline,
-                None => r.timelines.push((edge, timeline)),
-            }
-        });
+        self.with(|g| g.entry(session, now).last_move = Some((from, to, timeline)));
     }
 
     /// Sessions remembered now (both generations).
@@ -706,9 +723,17 @@ mod tests {
             seq: 4,
             disc: 1,
         };
-        a.record_move(last, "b".into(), t);
-        assert_eq!(a.moved_to(last, "b"), Some(t));
-        assert_eq!(a.moved_to(last, "c"), None);
+        a.record_move(last, "a".into(), "b".into(), t);
+        assert_eq!(a.moved_to(last, "a", "b"), Some(t));
+        assert_eq!(a.moved_to(last, "a", "c"), None);
+        // Back, then forth again: the old timeline is not given again.
+        let back = Timeline {
+            first: 9,
+            seq: 2,
+            disc: 2,
+        };
+        a.record_move(last, "b".into(), "a".into(), back);
+        assert_eq!(a.moved_to(last, "a", "b"), None);
     }
 
     #[test]

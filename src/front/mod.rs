@@ -1214,8 +1214,8 @@ impl FrontDoor {
     /// media sequence the player saw, when this instance answered it a
     /// playlist and the new edge's playlist can be read; else a token
     /// without one, as a plain move. A move back to the token's own edge
-    /// keeps its timeline; a repeated move to the same edge (a player that
-    /// keeps its old URL after a redirect) gets the same timeline again.
+    /// keeps its timeline; the same move again (a player that keeps its old
+    /// URL after the redirect) gets the same timeline again.
     async fn moved(
         &self,
         snap: &Snapshot,
@@ -1229,7 +1229,7 @@ impl FrontDoor {
         let answered = &self.state.answered;
         let timeline = if &*to == from {
             job.timeline
-        } else if let Some(t) = answered.moved_to(job.session, &to) {
+        } else if let Some(t) = answered.moved_to(job.session, from, &to) {
             Some(t)
         } else if let Some((seen, seen_at)) = answered.seen(job.session) {
             let conf = snap.config.edges.get(edge)?;
@@ -1240,7 +1240,7 @@ impl FrontDoor {
                     let td = hls::target_duration(&body).unwrap_or(1);
                     let behind = seen_at.elapsed().as_secs() / td;
                     hls::timeline_for_move(seen, &hls::numbers(&body), behind).inspect(|t| {
-                        answered.record_move(job.session, to.clone(), *t);
+                        answered.record_move(job.session, Arc::from(from), to.clone(), *t);
                     })
                 }
                 Err(e) => {
